@@ -1,0 +1,223 @@
+"""The engine thread: the one place where V8 runtimes are created, run, stopped and closed.
+
+jsrun runtimes are bound to the thread that created them (touching one from elsewhere panics),
+two different startup snapshots alive together crash, and closing runtimes carelessly at
+interpreter exit can segfault. So one daemon thread per process owns an asyncio loop, one
+snapshot holding the harness, and a small pool of runtimes prepared ahead of time (each is used
+for exactly one run, then closed). Everything else talks to it through thread-safe calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import importlib.resources
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from jsrun import Runtime, RuntimeConfig, SnapshotBuilder
+
+T = TypeVar("T")
+
+BridgeHandler = Callable[..., Any]
+
+
+def harness_source() -> str:
+    """The JavaScript harness, shipped as a real ``.js`` file inside the package."""
+    return importlib.resources.files("codemode").joinpath("harness.js").read_text("utf-8")
+
+
+class Slot:
+    """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
+    at the run that leases it. Lets runtimes be prepared before anyone knows what they will run."""
+
+    __slots__ = ("run",)
+
+    def __init__(self) -> None:
+        self.run: Any = None
+
+
+class Prepared:
+    """A fresh runtime with the bridges bound, waiting for its one run."""
+
+    __slots__ = ("runtime", "slot", "heap")
+
+    def __init__(self, runtime: Runtime, slot: Slot, heap: int) -> None:
+        self.runtime = runtime
+        self.slot = slot
+        self.heap = heap
+
+
+def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
+    async def cm_async(name: str, payload: str) -> str:
+        run = slot.run
+        if run is None:
+            return '{"err":{"message":"no run is active","type":"RuntimeError"}}'
+        return await run.call_async(name, payload)
+
+    def cm_sync(name: str, payload: str) -> str:
+        run = slot.run
+        if run is None:
+            return '{"err":{"message":"no run is active","type":"RuntimeError"}}'
+        return run.call_sync(name, payload)
+
+    def cm_log(level: str, text: str) -> bool:
+        run = slot.run
+        return False if run is None else run.log(level, text)
+
+    runtime.bind_function("__cm_async", cm_async)
+    runtime.bind_function("__cm_sync", cm_sync)
+    runtime.bind_function("__cm_log", cm_log)
+
+
+class Engine:
+    """Process-wide owner of the engine thread. Use :func:`get_engine`."""
+
+    def __init__(self, pool_size: int = 2) -> None:
+        self.pool_size = pool_size
+        self._pools: dict[int, deque[Prepared]] = {}
+        self._refill_pending: set[int] = set()
+        self._snapshot: bytes | None = None
+        self._closing = False
+        self._live: set[Runtime] = set()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._main, args=(ready,), name="codemode-engine", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+
+    # ---------------------------------------------------------------- thread plumbing
+
+    def _main(self, ready: threading.Event) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(ready.set)
+        try:
+            self.loop.run_forever()
+        finally:
+            self._close_all()
+            self.loop.close()
+
+    @property
+    def thread(self) -> threading.Thread:
+        return self._thread
+
+    def on_engine_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
+    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Schedule a coroutine on the engine loop from any thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await a coroutine on the engine loop from any event loop (or directly if on it)."""
+        if self.on_engine_thread():
+            return await coro
+        return await asyncio.wrap_future(self.submit(coro))
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn`` on the engine thread soon; safe from any thread."""
+        if self.on_engine_thread():
+            self.loop.call_soon(fn, *args)
+        elif not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    # ---------------------------------------------------------------- runtimes
+
+    def _snapshot_bytes(self) -> bytes:
+        if self._snapshot is None:
+            builder = SnapshotBuilder()
+            builder.execute_script("codemode-harness.js", harness_source())
+            self._snapshot = builder.build()
+        return self._snapshot
+
+    def _create(self, heap: int) -> Prepared:
+        runtime = Runtime(RuntimeConfig(max_heap_size=heap, snapshot=self._snapshot_bytes()))
+        slot = Slot()
+        _bind_bridges(runtime, slot)
+        runtime.eval("__codemode_prepare()")
+        self._live.add(runtime)
+        return Prepared(runtime, slot, heap)
+
+    def lease(self, heap: int) -> Prepared:
+        """Take a prepared runtime for one run (engine thread only) and schedule a refill."""
+        pool = self._pools.setdefault(heap, deque())
+        return pool.popleft() if pool else self._create(heap)
+
+    def _schedule_refill(self, heap: int) -> None:
+        if heap in self._refill_pending or self._closing or self.pool_size <= 0:
+            return
+        self._refill_pending.add(heap)
+        # Two hops: let the finished run's result reach its caller before preparing the next.
+        self.loop.call_soon(self.loop.call_soon, self._refill_one, heap)
+
+    def _refill_one(self, heap: int) -> None:
+        self._refill_pending.discard(heap)
+        if self._closing:
+            return
+        pool = self._pools.setdefault(heap, deque())
+        if len(pool) < self.pool_size:
+            pool.append(self._create(heap))
+            if len(pool) < self.pool_size:
+                self._schedule_refill(heap)
+
+    def prewarm(self, heap: int) -> None:
+        """Ask the engine to get runtimes of this heap size ready ahead of the first run."""
+        self.call_soon(self._schedule_refill, heap)
+
+    def dispose(self, prepared: Prepared) -> None:
+        """Close a used runtime soon, off the run's critical path (engine thread only)."""
+        prepared.slot.run = None
+        self.loop.call_soon(self._close_runtime, prepared.runtime)
+        self._schedule_refill(prepared.heap)
+
+    def _close_runtime(self, runtime: Runtime) -> None:
+        self._live.discard(runtime)
+        try:
+            runtime.close()
+        except Exception:  # noqa: BLE001 - a broken runtime still has to go
+            pass
+
+    def _close_all(self) -> None:
+        for pool in self._pools.values():
+            pool.clear()
+        for runtime in list(self._live):
+            self._close_runtime(runtime)
+
+    def shutdown(self) -> None:
+        """Close every runtime on the engine thread, then stop it. Called at exit."""
+        if self._closing or self.loop.is_closed():
+            return
+        self._closing = True
+
+        def stop() -> None:
+            self._close_all()
+            self.loop.stop()
+
+        try:
+            self.loop.call_soon_threadsafe(stop)
+        except RuntimeError:
+            return
+        self._thread.join(timeout=5)
+        # Let V8's worker threads wind down before the interpreter tears down.
+        time.sleep(0.05)
+
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+
+
+def get_engine() -> Engine:
+    """The process's engine, started on first use."""
+    global _engine
+    if _engine is None:
+        with _engine_lock:
+            if _engine is None:
+                _engine = Engine()
+                atexit.register(_engine.shutdown)
+    return _engine

@@ -1,0 +1,467 @@
+"""Run JavaScript programs that call Python host functions, one fresh V8 isolate per run.
+
+``Executor.execute`` runs a program to the end; ``Executor.start`` returns a :class:`RunSession`
+that hands calls to unregistered targets to its driver (for approvals, logging, routing).
+Both can be awaited from any event loop: the isolates themselves live on the engine thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import itertools
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from jsrun import JavaScriptError, RuntimeTerminated
+
+from codemode.capabilities.base import Capability, HostFn
+from codemode.engine import Engine, Prepared, get_engine
+from codemode.events import (
+    ErrorDetails,
+    HostCallRequest,
+    Observer,
+    RunCompleted,
+    RunEvent,
+    RunFailed,
+    RunFinished,
+    RunResult,
+    RunStarted,
+)
+from codemode.run import RunState, Tool, binder_for, is_inline
+
+MiB = 1024 * 1024
+_run_ids = itertools.count(1)
+_pool: ThreadPoolExecutor | None = None
+
+
+def _worker_pool() -> ThreadPoolExecutor:
+    """Shared threads for sync host functions, so slow ones overlap under ``Promise.all``."""
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(
+            max_workers=max(32, (os.cpu_count() or 1) * 8), thread_name_prefix="codemode-host"
+        )
+    return _pool
+
+
+def inline(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark a quick sync host function to run on the isolate's own thread (no thread hop).
+
+    Inline calls cost about a tenth of a default call but run one at a time and block the
+    program while they run: use it for fast, pure functions.
+    """
+    fn.__codemode_inline__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+class Executor:
+    """Runs programs with a fixed set of limits and capabilities.
+
+    Args:
+        timeout_s: Wall-clock limit for one run; synchronous loops are stopped too.
+        max_heap_bytes: V8 heap limit for one run.
+        capabilities: Namespaced host functions (``codemode.fs``, ...) available to every run.
+        inline_sync: Run every sync host function inline (see :func:`inline`).
+        max_log_lines: Console lines kept per run; later ones are counted as dropped.
+        max_log_bytes: Console characters kept per run.
+        max_result_bytes: Largest result (as JSON) a program may return.
+        max_buffer_bytes: ArrayBuffer/TypedArray memory a run may allocate (outside the heap).
+        filename: The name the program has in stack traces.
+        on_event: Observer called with every :mod:`codemode.events` event of every run.
+    """
+
+    def __init__(
+        self,
+        *,
+        timeout_s: float = 60.0,
+        max_heap_bytes: int = 16 * MiB,
+        capabilities: Sequence[Capability] | None = None,
+        inline_sync: bool = False,
+        max_log_lines: int = 10_000,
+        max_log_bytes: int = 1 * MiB,
+        max_result_bytes: int = 10 * MiB,
+        max_arg_bytes: int = 10 * MiB,
+        max_buffer_bytes: int | None = None,
+        max_depth: int = 200,
+        filename: str = "codemode.js",
+        on_event: Observer | None = None,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be positive")
+        if max_heap_bytes < 4 * MiB:
+            raise ValueError("max_heap_bytes must be at least 4 MiB")
+        self.timeout_s = float(timeout_s)
+        self.max_heap_bytes = int(max_heap_bytes)
+        self.capabilities: list[Capability] = list(capabilities or [])
+        self.inline_sync = inline_sync
+        self.max_log_lines = max_log_lines
+        self.max_log_bytes = max_log_bytes
+        self.max_result_bytes = max_result_bytes
+        self.max_arg_bytes = max_arg_bytes
+        self.max_buffer_bytes = max_buffer_bytes if max_buffer_bytes is not None else max_heap_bytes
+        self.max_depth = max_depth
+        self.filename = filename
+        self.observers: list[Observer] = [on_event] if on_event else []
+        self._closed = False
+        self._engine: Engine = get_engine()
+        self._engine.prewarm(self.max_heap_bytes)
+
+    # ---------------------------------------------------------------- public API
+
+    def host_functions(self, fns: Mapping[str, HostFn] | None = None) -> dict[str, HostFn]:
+        """Every callable name a run sees: capability functions (``ns.fn``) and flat ones."""
+        table: dict[str, HostFn] = {}
+        for cap in self.capabilities:
+            for name, fn in cap.exports().items():
+                table[f"{cap.namespace}.{name}"] = fn
+        for name, fn in (fns or {}).items():
+            if not callable(fn):
+                raise TypeError(f"host function {name!r} is not callable")
+            table[name] = fn
+        return table
+
+    async def execute(
+        self,
+        code: str,
+        fns: Mapping[str, HostFn] | None = None,
+        *,
+        timeout_s: float | None = None,
+        on_event: Observer | None = None,
+    ) -> RunResult:
+        """Run ``code`` to the end. Calls to names that are not registered fail at once."""
+        run, spec = self._prepare(code, fns, timeout_s, on_event, None)
+        future = self._engine.submit(self._drive(run, spec))
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self._engine.call_soon(_stop, run)
+            raise
+
+    def execute_sync(
+        self,
+        code: str,
+        fns: Mapping[str, HostFn] | None = None,
+        *,
+        timeout_s: float | None = None,
+        on_event: Observer | None = None,
+    ) -> RunResult:
+        """Blocking :meth:`execute`, for callers without an event loop (or inside a busy one)."""
+        if self._engine.on_engine_thread():
+            raise RuntimeError("execute_sync cannot be called from a host function; await execute")
+        run, spec = self._prepare(code, fns, timeout_s, on_event, None)
+        future = self._engine.submit(self._drive(run, spec))
+        try:
+            return future.result()
+        except BaseException:
+            self._engine.call_soon(_stop, run)
+            raise
+
+    async def start(self, code: str, fns: Mapping[str, HostFn] | None = None) -> RunSession:
+        """Start ``code`` and return a session whose driver answers unregistered calls."""
+        loop = asyncio.get_running_loop()
+        session = RunSession(self._engine, loop)
+        run, spec = self._prepare(code, fns, None, None, session._push_threadsafe)
+        session._attach(run, self._engine.submit(self._drive(run, spec)))
+        return session
+
+    def close(self) -> None:
+        """Refuse new runs. The engine thread itself is shared and closes at exit."""
+        self._closed = True
+
+    async def __aenter__(self) -> Executor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.close()
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- internals
+
+    def _prepare(
+        self,
+        code: str,
+        fns: Mapping[str, HostFn] | None,
+        timeout_s: float | None,
+        on_event: Observer | None,
+        request_sink: Callable[[HostCallRequest], None] | None,
+    ) -> tuple[RunState, _Spec]:
+        if self._closed:
+            raise RuntimeError("Executor is closed")
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a string, not {type(code).__name__}")
+        tools: dict[str, Tool] = {}
+        for name, fn in self.host_functions(fns).items():
+            binder = binder_for(name, fn)
+            inline_call = not binder.is_async and (self.inline_sync or is_inline(fn))
+            tools[name] = Tool(name, fn, binder, inline_call)
+        observers = self.observers + ([on_event] if on_event else [])
+        run = RunState(
+            run_id=f"run-{next(_run_ids)}",
+            tools=tools,
+            observers=observers,
+            context=contextvars.copy_context(),
+            pool=_worker_pool(),
+            max_log_lines=self.max_log_lines,
+            max_log_bytes=self.max_log_bytes,
+            request_sink=request_sink,
+        )
+        config = {
+            "tools": sorted(tools),
+            "inline": sorted(name for name, tool in tools.items() if tool.inline),
+            "openTargets": request_sink is not None,
+            "filename": self.filename,
+            "maxResultBytes": self.max_result_bytes,
+            "maxArgBytes": self.max_arg_bytes,
+            "maxBufferBytes": self.max_buffer_bytes,
+            "maxDepth": self.max_depth,
+        }
+        script = f"__codemode_run({json.dumps(config)},{json.dumps(code)})"
+        spec = _Spec(code, script, timeout_s or self.timeout_s, self.max_heap_bytes)
+        return run, spec
+
+    async def _drive(self, run: RunState, spec: _Spec) -> RunResult:
+        """Engine thread: run one program on a fresh runtime and turn the outcome into a result."""
+        engine = self._engine
+        if run.cancelled:
+            return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
+        prepared = engine.lease(spec.heap)
+        prepared.slot.run = run
+        run.prepared = prepared
+        if run.observers:
+            run.emit(RunStarted(run.run_id, spec.code, sorted(run.tools)))
+        outcome: RunResult
+        heap_used: int | None = None
+        # Our own deadline: jsrun's eval timeout joins a watchdog thread that sleeps in 10 ms
+        # slices, which would add up to 10 ms to every run. terminate() stops busy loops too.
+        deadline = engine.loop.call_later(spec.timeout, _expire, run, prepared)
+        try:
+            envelope = await prepared.runtime.eval_async(spec.script)
+            outcome = self._decode(run, envelope)
+            if run.observers:
+                heap_used = _heap_used(prepared)
+        except asyncio.CancelledError:
+            _terminate(prepared)
+            run.abandon()
+            run.prepared = None
+            engine.dispose(prepared)
+            raise
+        except RuntimeTerminated as exc:
+            outcome = self._limit_failure(run, spec, exc)
+        except JavaScriptError as exc:
+            outcome = _failed(run, ErrorDetails("internal", exc.name or "Error", str(exc)))
+        except RuntimeError as exc:
+            outcome = self._limit_failure(run, spec, exc)
+        finally:
+            deadline.cancel()
+        run.abandon()
+        run.prepared = None  # runtimes never leave this thread
+        engine.dispose(prepared)
+        if run.observers:
+            run.emit(RunFinished(run.run_id, outcome, heap_used))
+        return outcome
+
+    def _decode(self, run: RunState, envelope: Any) -> RunResult:
+        try:
+            data = json.loads(envelope)
+        except (TypeError, ValueError):
+            return _failed(run, ErrorDetails("internal", "InternalError", repr(envelope)[:200]))
+        dropped = int(data.get("dropped") or 0)
+        if "error" in data:
+            e = data["error"]
+            details = ErrorDetails(
+                kind=e.get("kind") or "error",
+                name=e.get("name") or "Error",
+                message=e.get("message") or "",
+                stack=e.get("stack"),
+                line=e.get("line"),
+                column=e.get("column"),
+                tool=e.get("tool"),
+                python_type=e.get("pythonType"),
+            )
+            return _failed(run, details, dropped)
+        return RunCompleted(
+            result=data.get("result"),
+            logs=run.logs,
+            calls=run.calls,
+            duration=run.now(),
+            dropped_logs=dropped,
+        )
+
+    def _limit_failure(self, run: RunState, spec: _Spec, exc: BaseException) -> RunFailed:
+        text = str(exc)
+        if run.timed_out or "timed out" in text:
+            details = ErrorDetails(
+                "timeout",
+                "TimeoutError",
+                f"the program did not finish within {spec.timeout:g} s and was stopped",
+            )
+        elif "Heap limit" in text or "heap" in text.lower():
+            details = ErrorDetails(
+                "memory",
+                "MemoryError",
+                f"the program ran out of memory: it exceeded the heap limit of "
+                f"{_size(spec.heap)} and was stopped",
+            )
+        elif run.cancelled:
+            details = ErrorDetails("cancelled", "Cancelled", "the run was cancelled")
+        else:
+            details = ErrorDetails("internal", type(exc).__name__, text)
+        return _failed(run, details)
+
+
+class _Spec:
+    __slots__ = ("code", "script", "timeout", "heap")
+
+    def __init__(self, code: str, script: str, timeout: float, heap: int) -> None:
+        self.code = code
+        self.script = script
+        self.timeout = timeout
+        self.heap = heap
+
+
+def _failed(run: RunState, details: ErrorDetails, dropped: int = 0) -> RunFailed:
+    if run.log_full and not dropped:
+        dropped = 1
+    return RunFailed(
+        error=str(details),
+        logs=run.logs,
+        details=details,
+        calls=run.calls,
+        duration=run.now(),
+        dropped_logs=dropped,
+    )
+
+
+def _size(n: int) -> str:
+    return f"{n / MiB:g} MiB" if n >= MiB else f"{n} bytes"
+
+
+def _heap_used(prepared: Prepared) -> int | None:
+    try:
+        return int(prepared.runtime.get_stats().heap_used_bytes)
+    except Exception:  # noqa: BLE001 - statistics are best effort
+        return None
+
+
+def _terminate(prepared: Prepared) -> None:
+    try:
+        prepared.runtime.terminate()
+    except Exception:  # noqa: BLE001 - already closed or finished
+        pass
+
+
+def _expire(run: RunState, prepared: Prepared) -> None:
+    """Engine thread: the run's deadline passed."""
+    if prepared.slot.run is run:
+        run.timed_out = True
+        _terminate(prepared)
+
+
+def _stop(run: RunState) -> None:
+    """Engine thread: stop a run's program now (cancel, interrupt)."""
+    run.cancelled = True
+    prepared = getattr(run, "prepared", None)
+    if prepared is not None and prepared.slot.run is run:
+        _terminate(prepared)
+    run.abandon()
+
+
+class RunSession:
+    """A program in progress whose unregistered host calls are answered by its driver.
+
+    ``next_event()`` yields :class:`HostCallRequest` events, then one :class:`RunCompleted` or
+    :class:`RunFailed` (repeated on later calls). Use as ``async with`` to cancel on exit.
+    """
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop) -> None:
+        self._engine = engine
+        self._loop = loop
+        self._queue: asyncio.Queue[RunEvent] = asyncio.Queue()
+        self._final: RunResult | None = None
+        self._run: RunState | None = None
+        self._future: Any = None
+
+    def _attach(self, run: RunState, future: Any) -> None:
+        self._run = run
+        self._future = future
+        future.add_done_callback(self._on_done)
+
+    def _push_threadsafe(self, event: RunEvent) -> None:
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def _on_done(self, future: Any) -> None:
+        if future.cancelled():
+            assert self._run is not None
+            outcome: RunEvent = _failed(
+                self._run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled")
+            )
+        elif future.exception() is not None:
+            exc = future.exception()
+            outcome = RunFailed(error=f"{type(exc).__name__}: {exc}")
+        else:
+            outcome = future.result()
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, outcome)
+        except RuntimeError:  # the driver's loop is gone
+            pass
+
+    @property
+    def done(self) -> bool:
+        return self._final is not None
+
+    async def next_event(self) -> RunEvent:
+        if self._final is not None:
+            return self._final
+        event = await self._queue.get()
+        if isinstance(event, (RunCompleted, RunFailed)):
+            self._final = event
+        return event
+
+    async def wait(self) -> RunResult:
+        """Wait for the end of the run (pending requests must be answered meanwhile)."""
+        while True:
+            event = await self.next_event()
+            if isinstance(event, (RunCompleted, RunFailed)):
+                return event
+
+    async def submit_result(self, call_id: str, value: Any) -> None:
+        await self._resolve(call_id, value, None)
+
+    async def submit_error(self, call_id: str, message: str) -> None:
+        await self._resolve(call_id, None, str(message))
+
+    async def _resolve(self, call_id: str, value: Any, error: str | None) -> None:
+        run = self._run
+        assert run is not None
+
+        async def resolve() -> None:
+            run.resolve(call_id, value, error)
+
+        await self._engine.run(resolve())
+
+    async def cancel(self) -> None:
+        """Stop the program if it is still running (a busy loop included) and wait for it."""
+        run = self._run
+        if run is None or self._future is None:
+            return
+        if not self._future.done():
+            self._engine.call_soon(_stop, run)
+            await asyncio.wrap_future(self._future)
+
+    async def __aenter__(self) -> RunSession:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.cancel()
+
+
+__all__ = ["Executor", "RunSession", "inline", "MiB"]

@@ -1,0 +1,265 @@
+"""The host side of one run: answers the bridges, records the trace, emits events.
+
+Bridge replies are JSON envelopes, ``{"ok": value}`` or ``{"err": {...}}``, so that a Python
+exception reaches JavaScript as a real, catchable ``ToolError`` with its type and message, and
+JSON ``null``/tuples/int keys never meet jsrun's own value conversion.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import json
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from codemode.convert import Binder, dumps
+from codemode.events import (
+    CallFinished,
+    CallStarted,
+    ConsoleEvent,
+    Event,
+    HostCall,
+    HostCallRequest,
+    LogLine,
+    Observer,
+)
+
+_binders: dict[Any, Binder] = {}
+_BINDER_CACHE_SIZE = 4096
+
+
+def binder_for(name: str, fn: Callable[..., Any]) -> Binder:
+    """A cached :class:`Binder`: signatures and type hints are read once per function object."""
+    try:
+        key = (name, fn)
+        cached = _binders.get(key)
+    except TypeError:  # unhashable callable
+        return Binder(name, fn)
+    if cached is None:
+        if len(_binders) >= _BINDER_CACHE_SIZE:
+            _binders.pop(next(iter(_binders)))
+        cached = _binders[key] = Binder(name, fn)
+    return cached
+
+
+def is_inline(fn: Callable[..., Any]) -> bool:
+    """Whether a function was marked with :func:`codemode.inline`."""
+    return bool(getattr(fn, "__codemode_inline__", False))
+
+
+@dataclass(slots=True)
+class Tool:
+    """A host function as one run sees it."""
+
+    name: str
+    fn: Callable[..., Any]
+    binder: Binder
+    inline: bool
+
+
+def error_envelope(message: str, type_name: str) -> str:
+    return json.dumps({"err": {"message": message, "type": type_name}})
+
+
+def describe_exception(name: str, exc: BaseException) -> tuple[str, str]:
+    """The message JavaScript sees for a failed host call, and the Python type's name."""
+    type_name = type(exc).__name__
+    if type_name in ("ArgumentError", "ConversionError"):
+        return str(exc), type_name
+    if isinstance(exc, _SubmittedError):
+        return str(exc), "Error"
+    text = str(exc)
+    return f"codemode.{name}() raised {type_name}{': ' + text if text else ''}", type_name
+
+
+class RunState:
+    """Everything Python knows about one running program."""
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        tools: Mapping[str, Tool],
+        observers: list[Observer],
+        context: contextvars.Context,
+        pool: ThreadPoolExecutor,
+        max_log_lines: int,
+        max_log_bytes: int,
+        request_sink: Callable[[HostCallRequest], None] | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.tools = tools
+        self.observers = observers
+        self.context = context
+        self.pool = pool
+        self.max_log_lines = max_log_lines
+        self.max_log_bytes = max_log_bytes
+        self.request_sink = request_sink
+        self.logs: list[LogLine] = []
+        self.calls: list[HostCall] = []
+        self.log_bytes = 0
+        self.log_full = False
+        self.started = time.perf_counter()
+        self.tasks: set[asyncio.Future[Any]] = set()
+        self.pending: dict[str, asyncio.Future[Any]] = {}
+        self._next_call = 0
+        self.cancelled = False
+        self.timed_out = False
+        self.prepared: Any = None
+
+    # ---------------------------------------------------------------- events
+
+    def emit(self, event: Event) -> None:
+        for observer in self.observers:
+            try:
+                observer(event)
+            except Exception:  # noqa: BLE001 - an observer must never break a run
+                pass
+
+    def now(self) -> float:
+        return time.perf_counter() - self.started
+
+    # ---------------------------------------------------------------- console
+
+    def log(self, level: str, text: str) -> bool:
+        """Record one console line; False tells the harness the log is full."""
+        if self.log_full:
+            return False
+        size = len(text)
+        if len(self.logs) >= self.max_log_lines or self.log_bytes + size > self.max_log_bytes:
+            self.log_full = True
+            return False
+        self.log_bytes += size
+        line = LogLine(text, level if level in _LEVELS else "log", self.now())
+        self.logs.append(line)
+        if self.observers:
+            self.emit(ConsoleEvent(self.run_id, line))
+        return True
+
+    # ---------------------------------------------------------------- host calls
+
+    def _begin(self, name: str, payload: str) -> tuple[HostCall, Any]:
+        args = json.loads(payload)
+        self._next_call += 1
+        shown = args[0] if len(args) == 1 else ({} if not args else args)
+        call = HostCall(self._next_call, name, shown, self.now())
+        self.calls.append(call)
+        if self.observers:
+            self.emit(CallStarted(self.run_id, call))
+        return call, args
+
+    def _end(self, call: HostCall, value: Any = None, exc: BaseException | None = None) -> str:
+        call.duration = self.now() - call.started
+        if exc is None:
+            try:
+                text = dumps(value, where=f"the result of codemode.{call.name}()")
+            except Exception as conversion:  # noqa: BLE001
+                exc = conversion
+            else:
+                call.result = value
+                if self.observers:
+                    self.emit(CallFinished(self.run_id, call))
+                return '{"ok":' + text + "}"
+        message, type_name = describe_exception(call.name, exc)
+        call.error, call.error_type = message, type_name
+        if self.observers:
+            self.emit(CallFinished(self.run_id, call))
+        return error_envelope(message, type_name)
+
+    def call_sync(self, name: str, payload: str) -> str:
+        """Inline bridge: runs on jsrun's isolate thread, for speed."""
+        tool = self.tools.get(name)
+        if tool is None:
+            return error_envelope(f"no tool named {name!r}", "LookupError")
+        call, args = self._begin(name, payload)
+        try:
+            positional, keywords = tool.binder.bind(args)
+            value = self.context.copy().run(tool.fn, *positional, **keywords)
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+            return self._end(call, exc=exc)
+        return self._end(call, value)
+
+    async def call_async(self, name: str, payload: str) -> str:
+        """Default bridge: async functions on the engine loop, sync ones on worker threads."""
+        tool = self.tools.get(name)
+        if tool is None:
+            if self.request_sink is not None:
+                return await self._request(name, payload)
+            return error_envelope(f"no tool named {name!r}", "LookupError")
+        call, args = self._begin(name, payload)
+        try:
+            positional, keywords = tool.binder.bind(args)
+            loop = asyncio.get_running_loop()
+            if tool.binder.is_async:
+                future: asyncio.Future[Any] = self.context.run(
+                    loop.create_task, tool.fn(*positional, **keywords)
+                )
+            else:
+                future = loop.run_in_executor(
+                    self.pool,
+                    functools.partial(self.context.copy().run, tool.fn, *positional, **keywords),
+                )
+            self.tasks.add(future)
+            try:
+                value = await future
+            finally:
+                self.tasks.discard(future)
+        except asyncio.CancelledError:
+            return self._end(call, exc=RuntimeError("the run was stopped"))
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+            return self._end(call, exc=exc)
+        return self._end(call, value)
+
+    async def _request(self, name: str, payload: str) -> str:
+        """Session mode: hand an unknown target to the driver and wait for its answer."""
+        args = json.loads(payload)
+        self._next_call += 1
+        call_id = f"call-{self._next_call}"
+        data = args[0] if len(args) == 1 and isinstance(args[0], dict) else {"args": args}
+        future = asyncio.get_running_loop().create_future()
+        self.pending[call_id] = future
+        call = HostCall(self._next_call, name, data, self.now())
+        self.calls.append(call)
+        if self.observers:
+            self.emit(CallStarted(self.run_id, call))
+        assert self.request_sink is not None
+        self.request_sink(HostCallRequest(call_id, name, data))
+        try:
+            value = await future
+        except _SubmittedError as exc:
+            return self._end(call, exc=exc)
+        except asyncio.CancelledError:
+            return self._end(call, exc=RuntimeError("the run was stopped"))
+        finally:
+            self.pending.pop(call_id, None)
+        return self._end(call, value)
+
+    def resolve(self, call_id: str, value: Any = None, error: str | None = None) -> None:
+        """Answer a pending request (engine thread)."""
+        future = self.pending.get(call_id)
+        if future is None or future.done():
+            raise KeyError(f"no pending host call with id {call_id!r}")
+        if error is not None:
+            future.set_exception(_SubmittedError(error))
+        else:
+            future.set_result(value)
+
+    def abandon(self) -> None:
+        """Cancel host work still in flight once the program is gone."""
+        for future in list(self.tasks) + list(self.pending.values()):
+            future.cancel()
+
+
+class _SubmittedError(Exception):
+    """An error given by a session's driver through ``submit_error``."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "error"
+
+
+_LEVELS = frozenset({"log", "info", "warn", "error", "debug"})
