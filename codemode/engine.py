@@ -133,6 +133,7 @@ class Engine:
         if self._snapshot is None:
             builder = SnapshotBuilder()
             builder.execute_script("codemode-harness.js", harness_source())
+            builder.execute_script("codemode-warm.js", "__codemode_warm()")
             self._snapshot = builder.build()
         return self._snapshot
 

@@ -557,7 +557,7 @@
     const logBridge = G.__cm_log;
     for (const name of [
       "__cm_async", "__cm_sync", "__cm_log", "__bootstrap", "__jsrun_bind_object",
-      "__codemode_prepare", "WebAssembly", "SharedArrayBuffer",
+      "__codemode_prepare", "__codemode_warm", "WebAssembly", "SharedArrayBuffer",
     ]) {
       hideGlobal(name);
     }
@@ -605,7 +605,43 @@
     return outcome;
   }
 
-  for (const [name, value] of [["__codemode_prepare", prepare], ["__codemode_run", run]]) {
+  // Exercise the harness once while the snapshot is built, so its functions are
+  // compiled there rather than on every run's critical path. Touches no globals.
+  function warm() {
+    const limits = { maxBytes: 1 << 20, maxDepth: 50 };
+    const sample = { a: [1, 2n, "x", null, undefined, true], b: new Map([["k", new Set([1])]]) };
+    toJson(sample, "result", limits);
+    inspect(sample, 0, []);
+    formatArgs(["text", sample, new Error("e")]);
+    describeError(new Error("e"), "error");
+    describeError(42, "error");
+    const saved = sourceName;
+    try {
+      compile("() => 1");
+      compile("return 1");
+    } finally {
+      sourceName = saved;
+    }
+    const config = {
+      tools: ["a", "ns.b"],
+      inline: ["a"],
+      openTargets: false,
+      maxArgBytes: 1024,
+      maxDepth: 10,
+    };
+    const fake = { async: () => Promise.resolve('{"ok":1}'), sync: () => '{"ok":1}' };
+    const cm = buildCodemode(config, fake);
+    ObjectKeys(cm);
+    cm.a({ x: 1 });
+    cm.ns.b({ y: [1] });
+    return true;
+  }
+
+  for (const [name, value] of [
+    ["__codemode_prepare", prepare],
+    ["__codemode_run", run],
+    ["__codemode_warm", warm],
+  ]) {
     Object.defineProperty(G, name, {
       value,
       writable: false,

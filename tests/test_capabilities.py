@@ -304,9 +304,20 @@ async def test_fs_read_only_and_root_protection(root: Path) -> None:
 def test_fs_constructor_validation(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="wrap it in a list"):
         FsCapability(str(tmp_path))  # type: ignore[arg-type]
-    with pytest.raises(NotADirectoryError, match="is not an existing directory"):
-        FsCapability([tmp_path / "missing"])
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(NotADirectoryError, match="is not a directory"):
+        FsCapability([tmp_path / "file.txt"])
     assert "no directories are allowed" in FsCapability([]).description
+
+
+async def test_fs_root_may_be_created_later(tmp_path: Path) -> None:
+    # The seed README allows ./examples before it exists: the capability must not refuse it.
+    fs = FsCapability([tmp_path / "later"])
+    with pytest.raises(FileNotFoundError):
+        await fs.read(path="a.txt")
+    (tmp_path / "later").mkdir()
+    await fs.write(path="a.txt", content="hello")
+    assert await fs.read(path="a.txt") == "hello"
 
 
 async def test_fs_type_errors(root: Path) -> None:

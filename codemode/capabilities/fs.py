@@ -142,8 +142,9 @@ class FsCapability:
             if not isinstance(raw, str) or not raw or "\0" in raw:
                 raise ValueError(f"invalid allowed path: {entry!r}")
             real = os.path.realpath(raw)
-            if not os.path.isdir(real):
-                raise NotADirectoryError(f"allowed path {raw!r} is not an existing directory")
+            # A root that does not exist yet is allowed (it may be created later); a file is not.
+            if os.path.exists(real) and not os.path.isdir(real):
+                raise NotADirectoryError(f"allowed path {raw!r} is not a directory")
             if real not in roots:
                 roots.append(real)
         self._roots: tuple[str, ...] = tuple(roots)
