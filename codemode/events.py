@@ -79,6 +79,7 @@ class RunCompleted:
     calls: list[HostCall] = field(default_factory=list)
     duration: float = 0.0
     dropped_logs: int = 0
+    dropped_calls: int = 0
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,7 @@ class RunFailed:
     calls: list[HostCall] = field(default_factory=list)
     duration: float = 0.0
     dropped_logs: int = 0
+    dropped_calls: int = 0
 
     @property
     def ok(self) -> bool:

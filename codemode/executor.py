@@ -70,6 +70,8 @@ class Executor:
         max_log_bytes: Console characters kept per run.
         max_result_bytes: Largest result (as JSON) a program may return.
         max_buffer_bytes: ArrayBuffer/TypedArray memory a run may allocate (outside the heap).
+        max_depth: Deepest nesting of a value crossing the bridge.
+        max_trace_calls: Host calls kept in a run's trace; later ones are only counted.
         filename: The name the program has in stack traces.
         on_event: Observer called with every :mod:`codemode.events` event of every run.
     """
@@ -87,6 +89,7 @@ class Executor:
         max_arg_bytes: int = 10 * MiB,
         max_buffer_bytes: int | None = None,
         max_depth: int = 200,
+        max_trace_calls: int = 100_000,
         filename: str = "codemode.js",
         on_event: Observer | None = None,
     ) -> None:
@@ -104,6 +107,7 @@ class Executor:
         self.max_arg_bytes = max_arg_bytes
         self.max_buffer_bytes = max_buffer_bytes if max_buffer_bytes is not None else max_heap_bytes
         self.max_depth = max_depth
+        self.max_trace_calls = max_trace_calls
         self.filename = filename
         self.observers: list[Observer] = [on_event] if on_event else []
         self._closed = False
@@ -212,6 +216,7 @@ class Executor:
             pool=_worker_pool(),
             max_log_lines=self.max_log_lines,
             max_log_bytes=self.max_log_bytes,
+            max_calls=self.max_trace_calls,
             request_sink=request_sink,
         )
         config = {
@@ -294,6 +299,7 @@ class Executor:
             calls=run.calls,
             duration=run.now(),
             dropped_logs=dropped,
+            dropped_calls=run.dropped_calls,
         )
 
     def _limit_failure(self, run: RunState, spec: _Spec, exc: BaseException) -> RunFailed:
@@ -338,6 +344,7 @@ def _failed(run: RunState, details: ErrorDetails, dropped: int = 0) -> RunFailed
         calls=run.calls,
         duration=run.now(),
         dropped_logs=dropped,
+        dropped_calls=run.dropped_calls,
     )
 
 

@@ -90,6 +90,7 @@ class RunState:
         pool: ThreadPoolExecutor,
         max_log_lines: int,
         max_log_bytes: int,
+        max_calls: int = 100_000,
         request_sink: Callable[[HostCallRequest], None] | None = None,
     ) -> None:
         self.run_id = run_id
@@ -99,6 +100,8 @@ class RunState:
         self.pool = pool
         self.max_log_lines = max_log_lines
         self.max_log_bytes = max_log_bytes
+        self.max_calls = max_calls
+        self.dropped_calls = 0
         self.request_sink = request_sink
         self.logs: list[LogLine] = []
         self.calls: list[HostCall] = []
@@ -144,14 +147,26 @@ class RunState:
     # ---------------------------------------------------------------- host calls
 
     def _begin(self, name: str, payload: str) -> tuple[HostCall, Any]:
-        args = json.loads(payload)
+        try:
+            args = json.loads(payload)
+        except (TypeError, ValueError):
+            args = None
+        if not isinstance(args, list):
+            args = [None]
         self._next_call += 1
         shown = args[0] if len(args) == 1 else ({} if not args else args)
         call = HostCall(self._next_call, name, shown, self.now())
-        self.calls.append(call)
+        self._record(call)
+        return call, args
+
+    def _record(self, call: HostCall) -> None:
+        # The trace is bounded so that a million calls cannot exhaust memory; counts stay exact.
+        if len(self.calls) < self.max_calls:
+            self.calls.append(call)
+        else:
+            self.dropped_calls += 1
         if self.observers:
             self.emit(CallStarted(self.run_id, call))
-        return call, args
 
     def _end(self, call: HostCall, value: Any = None, exc: BaseException | None = None) -> str:
         call.duration = self.now() - call.started
@@ -173,7 +188,7 @@ class RunState:
 
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
-        tool = self.tools.get(name)
+        tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             return error_envelope(f"no tool named {name!r}", "LookupError")
         call, args = self._begin(name, payload)
@@ -186,9 +201,9 @@ class RunState:
 
     async def call_async(self, name: str, payload: str) -> str:
         """Default bridge: async functions on the engine loop, sync ones on worker threads."""
-        tool = self.tools.get(name)
+        tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
-            if self.request_sink is not None:
+            if self.request_sink is not None and isinstance(name, str):
                 return await self._request(name, payload)
             return error_envelope(f"no tool named {name!r}", "LookupError")
         call, args = self._begin(name, payload)
@@ -217,16 +232,19 @@ class RunState:
 
     async def _request(self, name: str, payload: str) -> str:
         """Session mode: hand an unknown target to the driver and wait for its answer."""
-        args = json.loads(payload)
+        try:
+            args = json.loads(payload)
+        except (TypeError, ValueError):
+            args = []
+        if not isinstance(args, list):
+            args = []
         self._next_call += 1
         call_id = f"call-{self._next_call}"
         data = args[0] if len(args) == 1 and isinstance(args[0], dict) else {"args": args}
         future = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
         call = HostCall(self._next_call, name, data, self.now())
-        self.calls.append(call)
-        if self.observers:
-            self.emit(CallStarted(self.run_id, call))
+        self._record(call)
         assert self.request_sink is not None
         self.request_sink(HostCallRequest(call_id, name, data))
         try:
