@@ -5,6 +5,10 @@ two different startup snapshots alive together crash, and closing runtimes carel
 interpreter exit can segfault. So one daemon thread per process owns an asyncio loop, one
 snapshot holding the harness, and a small pool of runtimes prepared ahead of time (each is used
 for exactly one run, then closed). Everything else talks to it through thread-safe calls.
+
+A live jsrun runtime keeps its own thread busy polling (about one core each, idle or not), so
+prepared runtimes only linger briefly after activity: runs in quick succession start on a ready
+runtime, and an idle process (a notebook kernel between cells) goes back to using no CPU.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import gc
 import importlib.resources
 import threading
 import time
@@ -44,12 +49,13 @@ class Slot:
 class Prepared:
     """A fresh runtime with the bridges bound, waiting for its one run."""
 
-    __slots__ = ("runtime", "slot", "heap")
+    __slots__ = ("runtime", "slot", "heap", "expiry")
 
     def __init__(self, runtime: Runtime, slot: Slot, heap: int) -> None:
         self.runtime = runtime
         self.slot = slot
         self.heap = heap
+        self.expiry: asyncio.TimerHandle | None = None
 
 
 def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
@@ -77,8 +83,9 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
 class Engine:
     """Process-wide owner of the engine thread. Use :func:`get_engine`."""
 
-    def __init__(self, pool_size: int = 2) -> None:
+    def __init__(self, pool_size: int = 1, linger_s: float = 2.0) -> None:
         self.pool_size = pool_size
+        self.linger_s = linger_s
         self._pools: dict[int, deque[Prepared]] = {}
         self._refill_pending: set[int] = set()
         self._snapshot: bytes | None = None
@@ -148,7 +155,13 @@ class Engine:
     def lease(self, heap: int) -> Prepared:
         """Take a prepared runtime for one run (engine thread only) and schedule a refill."""
         pool = self._pools.setdefault(heap, deque())
-        return pool.popleft() if pool else self._create(heap)
+        if not pool:
+            return self._create(heap)
+        prepared = pool.popleft()
+        if prepared.expiry is not None:
+            prepared.expiry.cancel()
+            prepared.expiry = None  # no cycle through the timer: runtimes must die here
+        return prepared
 
     def _schedule_refill(self, heap: int) -> None:
         if heap in self._refill_pending or self._closing or self.pool_size <= 0:
@@ -163,9 +176,19 @@ class Engine:
             return
         pool = self._pools.setdefault(heap, deque())
         if len(pool) < self.pool_size:
-            pool.append(self._create(heap))
+            prepared = self._create(heap)
+            prepared.expiry = self.loop.call_later(self.linger_s, self._expire, prepared)
+            pool.append(prepared)
             if len(pool) < self.pool_size:
                 self._schedule_refill(heap)
+
+    def _expire(self, prepared: Prepared) -> None:
+        """An unused prepared runtime costs a busy thread: close it after the linger time."""
+        prepared.expiry = None
+        pool = self._pools.get(prepared.heap)
+        if pool is not None and prepared in pool:
+            pool.remove(prepared)
+            self._close_runtime(prepared.runtime)
 
     def prewarm(self, heap: int) -> None:
         """Ask the engine to get runtimes of this heap size ready ahead of the first run."""
@@ -186,9 +209,15 @@ class Engine:
 
     def _close_all(self) -> None:
         for pool in self._pools.values():
+            for prepared in pool:
+                if prepared.expiry is not None:
+                    prepared.expiry.cancel()
+                    prepared.expiry = None
             pool.clear()
         for runtime in list(self._live):
             self._close_runtime(runtime)
+        # Runtime objects may only be freed on this thread: collect any cycle holding one now.
+        gc.collect()
 
     def shutdown(self) -> None:
         """Close every runtime on the engine thread, then stop it. Called at exit."""
