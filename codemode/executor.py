@@ -123,9 +123,21 @@ class Executor:
             for name, fn in cap.exports().items():
                 table[f"{cap.namespace}.{name}"] = fn
         for name, fn in (fns or {}).items():
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"host function names must be non-empty strings, not {name!r}")
             if not callable(fn):
                 raise TypeError(f"host function {name!r} is not callable")
             table[name] = fn
+        namespaces = {
+            ".".join(parts[:i])
+            for parts in (name.split(".") for name in table)
+            for i in range(1, len(parts))
+        }
+        for name in sorted(namespaces & set(table)):
+            raise ValueError(
+                f"host function {name!r} has the name of a namespace ({name}.*): a name "
+                "cannot be both a function and a namespace"
+            )
         return table
 
     async def execute(

@@ -24,7 +24,7 @@ from codemode.capabilities.base import Capability, HostFn
 from codemode.docstrings import parse_docstring
 from codemode.stubs import TypeRegistry, function_stub, generate_stubs, namespace_stub
 
-__all__ = ["Registry", "SearchHit"]
+__all__ = ["Registry", "SearchHit", "validate_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def validate_name(name: str) -> str:
     if not name or len(name) > _MAX_NAME or not _NAME.match(name):
         raise ValueError(
             f"invalid tool name {name!r}: use a JavaScript identifier (letters, digits, _ or $, "
-            "not starting with a digit), with dots only to place it in a namespace (e.g. 'math.add')"
+            "not starting with a digit), with dots only to place it in a namespace "
+            "(e.g. 'math.add')"
         )
     for part in name.split("."):
         if part in _FORBIDDEN_PARTS or (part.startswith("__") and part.endswith("__")):
@@ -204,15 +205,13 @@ class Registry:
         """``(name, one-line summary)`` of every callable function: tools first, then capability
         functions. Used where full declarations would be too long (e.g. a compact description)."""
         return [
-            (entry.name, entry.summary)
-            for entry in self._entries()
-            if entry.kind != "namespace"
+            (entry.name, entry.summary) for entry in self._entries() if entry.kind != "namespace"
         ]
 
     # ---------------------------------------------------------------- changing
 
     def add_capability(self, capability: Capability) -> Capability:
-        """Add a capability (``codemode.<namespace>.*``). Adding the same object twice is a no-op."""
+        """Add a capability (``codemode.<namespace>.*``); re-adding the same object is a no-op."""
         if not isinstance(capability, Capability):
             raise TypeError(
                 "a capability needs 'namespace', 'description' and 'exports()'; "
@@ -231,7 +230,7 @@ class Registry:
             for other in self._capabilities:
                 if _nested(namespace, other):
                     raise ValueError(
-                        f"capability namespace {namespace!r} overlaps capability namespace {other!r}"
+                        f"capability namespace {namespace!r} overlaps the namespace {other!r}"
                     )
             for tool in self._tools:
                 if _nested(namespace, tool):
@@ -407,7 +406,7 @@ class Registry:
             caps = sorted(self._capabilities.items())
         entries: list[_Entry] = []
         for name, tool in tools:
-            entries.append(_function_entry(name, "tool", tool.fn, tool.description))
+            entries.append(_function_entry(name, "tool", tool.fn, tool.description, tool.original))
         for namespace, cap in caps:
             description = getattr(cap, "description", "") or ""
             entries.append(
@@ -454,7 +453,7 @@ def _is_async(fn: Any) -> bool:
         fn = fn.func
     if inspect.iscoroutinefunction(fn):
         return True
-    call = getattr(type(fn), "__call__", None)
+    call = type(fn).__dict__.get("__call__") if callable(fn) else None
     return not inspect.isroutine(fn) and inspect.iscoroutinefunction(call)
 
 
@@ -613,7 +612,8 @@ def _doc_of(fn: Any) -> str | None:
             break
     if inspect.isroutine(fn) or inspect.isclass(fn):
         return inspect.getdoc(fn)
-    call_doc = inspect.getdoc(getattr(type(fn), "__call__", None))
+    call = type(fn).__dict__.get("__call__")
+    call_doc = inspect.getdoc(call) if call is not None else None
     if call_doc:
         return call_doc
     return inspect.getdoc(type(fn))
@@ -635,15 +635,23 @@ def _exports(capability: Any) -> dict[str, Any]:
 
 
 def _function_entry(
-    name: str, kind: HitKind, fn: Any, description: str | None = None
+    name: str,
+    kind: HitKind,
+    fn: Any,
+    description: str | None = None,
+    original: Any = None,
 ) -> _Entry:
-    doc = parse_docstring(_doc_of(fn))
+    """Index one function; a replaced description is the summary, and the original docstring
+    (``original``) still counts as detail."""
+    doc = parse_docstring(_doc_of(original if original is not None else fn))
     summary = _first_line(description or "") or _first_line(doc.summary)
     try:
         params = [p for p in inspect.signature(fn).parameters if p not in ("self", "cls")]
     except (TypeError, ValueError):
         params = []
     detail = " ".join([doc.description, doc.returns, *doc.params.values()])
+    if description:
+        detail = f"{doc.summary} {detail}"
     *parents, leaf = name.split(".")
     return _Entry(
         name=name,
@@ -652,7 +660,7 @@ def _function_entry(
         target=fn,
         leaf=_stems(leaf),
         namespace=_stems(" ".join(parents)),
-        summary_words=_stems(f"{description or ''} {doc.summary}"),
+        summary_words=_stems(description or doc.summary),
         param_words=_stems(" ".join(params)),
         detail_words=_stems(detail),
     )
