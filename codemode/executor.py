@@ -347,8 +347,7 @@ class _Spec:
 
 
 def _failed(run: RunState, details: ErrorDetails, dropped: int = 0) -> RunFailed:
-    if run.log_full and not dropped:
-        dropped = 1
+    dropped = max(dropped, run.dropped_logs)
     return RunFailed(
         error=str(details),
         logs=run.logs,

@@ -145,7 +145,8 @@
         return `[Function ${value.name || "(anonymous)"}]`;
     }
     if (value instanceof GlobalError) {
-      return depth === 0 && value.stack ? value.stack : `${value.name}: ${value.message}`;
+      const stack = depth === 0 ? cleanStack(value) : null;
+      return stack || `${value.name}: ${value.message}`;
     }
     if (seen.includes(value)) return "[Circular]";
     if (depth > 4) return ArrayIsArray(value) ? "[Array]" : "[Object]";
@@ -501,14 +502,20 @@
     let dropped = 0;
     const counts = ObjectCreate(null);
     const timers = ObjectCreate(null);
+    // Once the host says the log is full, lines are only counted. The count is reported as it
+    // grows (each drop up to 1,000, then every 1,000th) so it survives a run that never ends.
+    const drop = () => {
+      dropped++;
+      if (dropped <= 1000 || dropped % 1000 === 0) logBridge("dropped", StringFn(dropped));
+    };
     const emit = (level, text) => {
       if (!open) {
-        dropped++;
+        drop();
         return;
       }
       if (logBridge(level, text) === false) {
         open = false;
-        dropped++;
+        drop();
       }
     };
     const method = (level) => (...args) => emit(level, formatArgs(args));

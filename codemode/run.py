@@ -107,6 +107,7 @@ class RunState:
         self.calls: list[HostCall] = []
         self.log_bytes = 0
         self.log_full = False
+        self.dropped_logs = 0
         self.started = time.perf_counter()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.pending: dict[str, asyncio.Future[Any]] = {}
@@ -131,6 +132,13 @@ class RunState:
 
     def log(self, level: str, text: str) -> bool:
         """Record one console line; False tells the harness the log is full."""
+        if level == "dropped":
+            # The harness reports how many lines it has dropped since the log filled up.
+            try:
+                self.dropped_logs = max(self.dropped_logs, int(text))
+            except ValueError:
+                pass
+            return False
         if self.log_full:
             return False
         size = len(text)
