@@ -6,9 +6,11 @@ interpreter exit can segfault. So one daemon thread per process owns an asyncio 
 snapshot holding the harness, and a small pool of runtimes prepared ahead of time (each is used
 for exactly one run, then closed). Everything else talks to it through thread-safe calls.
 
-A live jsrun runtime keeps its own thread busy polling (about one core each, idle or not), so
-prepared runtimes only linger briefly after activity: runs in quick succession start on a ready
-runtime, and an idle process (a notebook kernel between cells) goes back to using no CPU.
+A live jsrun runtime keeps its own thread busy polling (about one core each) whenever it is not
+inside a call into the host. So a prepared runtime parks inside one: its evaluation starts at
+once (isolate start-up and harness sealing happen off any run's path), then blocks in a host
+function until a run hands it a job, which it runs within that same evaluation. Parked runtimes
+cost memory, not CPU; they are released after a linger time without runs.
 """
 
 from __future__ import annotations
@@ -38,24 +40,36 @@ def harness_source() -> str:
 
 class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
-    at the run that leases it. Lets runtimes be prepared before anyone knows what they will run."""
+    at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
+    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit)."""
 
-    __slots__ = ("run",)
+    __slots__ = ("run", "gate", "job")
 
     def __init__(self) -> None:
         self.run: Any = None
+        self.gate = threading.Event()
+        self.job = ""
 
 
 class Prepared:
-    """A fresh runtime with the bridges bound, waiting for its one run."""
+    """A fresh runtime with the bridges bound, waiting for its one run. ``parked`` is the
+    evaluation it is parked in (None: not parked, the run evaluates its own script)."""
 
-    __slots__ = ("runtime", "slot", "heap", "expiry")
+    __slots__ = ("runtime", "slot", "heap", "expiry", "parked")
 
     def __init__(self, runtime: Runtime, slot: Slot, heap: int) -> None:
         self.runtime = runtime
         self.slot = slot
         self.heap = heap
         self.expiry: asyncio.TimerHandle | None = None
+        self.parked: asyncio.Future[Any] | None = None
+
+    def start(self, job: str) -> asyncio.Future[Any]:
+        """Hand a parked runtime its job; the returned future yields the run's envelope."""
+        assert self.parked is not None
+        self.slot.job = job
+        self.slot.gate.set()
+        return self.parked
 
 
 def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
@@ -75,6 +89,11 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
         run = slot.run
         return False if run is None else run.log(level, text)
 
+    def cm_park() -> str:
+        slot.gate.wait()
+        return slot.job
+
+    runtime.bind_function("__cm_park", cm_park)
     runtime.bind_function("__cm_async", cm_async)
     runtime.bind_function("__cm_sync", cm_sync)
     runtime.bind_function("__cm_log", cm_log)
@@ -83,11 +102,11 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
 class Engine:
     """Process-wide owner of the engine thread. Use :func:`get_engine`."""
 
-    def __init__(self, pool_size: int = 1, linger_s: float = 2.0) -> None:
+    def __init__(self, pool_size: int = 2, linger_s: float = 30.0) -> None:
         self.pool_size = pool_size
         self.linger_s = linger_s
         self._pools: dict[int, deque[Prepared]] = {}
-        self._refill_pending: set[int] = set()
+        self._preparing: dict[int, asyncio.Task[None]] = {}
         self._snapshot: bytes | None = None
         self._closing = False
         self._live: set[Runtime] = set()
@@ -144,19 +163,23 @@ class Engine:
             self._snapshot = builder.build()
         return self._snapshot
 
-    def _create(self, heap: int) -> Prepared:
+    def _construct(self, heap: int) -> Prepared:
         runtime = Runtime(RuntimeConfig(max_heap_size=heap, snapshot=self._snapshot_bytes()))
         slot = Slot()
         _bind_bridges(runtime, slot)
-        runtime.eval("__codemode_prepare()")
         self._live.add(runtime)
         return Prepared(runtime, slot, heap)
 
-    def lease(self, heap: int) -> Prepared:
-        """Take a prepared runtime for one run (engine thread only) and schedule a refill."""
+    async def lease(self, heap: int) -> Prepared:
+        """Take a runtime for one run (engine thread only): a prepared one when there is one."""
         pool = self._pools.setdefault(heap, deque())
+        preparing = self._preparing.get(heap)
+        if not pool and preparing is not None:
+            # One is on its way and started earlier than a new one would: wait for it.
+            await asyncio.shield(preparing)
         if not pool:
-            return self._create(heap)
+            # The run's own evaluation prepares it (the harness seals itself on first use).
+            return self._construct(heap)
         prepared = pool.popleft()
         if prepared.expiry is not None:
             prepared.expiry.cancel()
@@ -164,31 +187,57 @@ class Engine:
         return prepared
 
     def _schedule_refill(self, heap: int) -> None:
-        if heap in self._refill_pending or self._closing or self.pool_size <= 0:
+        if heap in self._preparing or self._closing or self.pool_size <= 0:
             return
-        self._refill_pending.add(heap)
-        # Two hops: let the finished run's result reach its caller before preparing the next.
-        self.loop.call_soon(self.loop.call_soon, self._refill_one, heap)
+        if len(self._pools.setdefault(heap, deque())) >= self.pool_size:
+            return
+        self._preparing[heap] = self.loop.create_task(self._prepare(heap))
 
-    def _refill_one(self, heap: int) -> None:
-        self._refill_pending.discard(heap)
-        if self._closing:
-            return
-        pool = self._pools.setdefault(heap, deque())
-        if len(pool) < self.pool_size:
-            prepared = self._create(heap)
+    async def _prepare(self, heap: int) -> None:
+        """Get one runtime ready: its isolate started and the harness sealed, off any run."""
+        try:
+            # Let a finished run's result reach its caller before the constructor takes the loop.
+            await asyncio.sleep(0.001)
+            if self._closing:
+                return
+            prepared = self._construct(heap)
+            prepared.parked = asyncio.ensure_future(
+                prepared.runtime.eval_async("__codemode_serve()")
+            )
             prepared.expiry = self.loop.call_later(self.linger_s, self._expire, prepared)
-            pool.append(prepared)
-            if len(pool) < self.pool_size:
-                self._schedule_refill(heap)
+            self._pools.setdefault(heap, deque()).append(prepared)
+        finally:
+            self._preparing.pop(heap, None)
+        self._schedule_refill(heap)
 
     def _expire(self, prepared: Prepared) -> None:
-        """An unused prepared runtime costs a busy thread: close it after the linger time."""
+        """Release a prepared runtime nobody used within the linger time."""
         prepared.expiry = None
         pool = self._pools.get(prepared.heap)
         if pool is not None and prepared in pool:
             pool.remove(prepared)
+            self._release(prepared)
+
+    def _release(self, prepared: Prepared) -> asyncio.Future[Any] | None:
+        """Unpark (with an empty job) and close once its evaluation has returned."""
+        if prepared.expiry is not None:
+            prepared.expiry.cancel()
+            prepared.expiry = None
+        parked = prepared.parked
+        if parked is None:
             self._close_runtime(prepared.runtime)
+            return None
+        runtime = prepared.runtime
+
+        def close(fut: asyncio.Future[Any]) -> None:
+            if not fut.cancelled():
+                fut.exception()  # retrieved: a failed release is not worth a warning
+            self._close_runtime(runtime)
+
+        parked.add_done_callback(close)
+        prepared.slot.job = ""
+        prepared.slot.gate.set()
+        return parked
 
     def prewarm(self, heap: int) -> None:
         """Ask the engine to get runtimes of this heap size ready ahead of the first run."""
@@ -196,8 +245,14 @@ class Engine:
 
     def dispose(self, prepared: Prepared) -> None:
         """Close a used runtime soon, off the run's critical path (engine thread only)."""
+        runtime = prepared.runtime
+        # Cut every path from the run's leftovers (exceptions, tracebacks, tasks, which may sit
+        # in reference cycles collected on any thread) to the runtime, which may only be freed
+        # on this thread.
         prepared.slot.run = None
-        self.loop.call_soon(self._close_runtime, prepared.runtime)
+        prepared.parked = None
+        prepared.runtime = None  # type: ignore[assignment]
+        self.loop.call_soon(self._close_runtime, runtime)
         self._schedule_refill(prepared.heap)
 
     def _close_runtime(self, runtime: Runtime) -> None:
@@ -207,9 +262,25 @@ class Engine:
         except Exception:  # noqa: BLE001 - a broken runtime still has to go
             pass
 
+    async def _shutdown(self) -> None:
+        """Unpark and close every runtime on this thread, then stop the loop."""
+        self._closing = True
+        for task in list(self._preparing.values()):
+            task.cancel()
+        waiting = [
+            fut for pool in self._pools.values() for fut in map(self._release, list(pool)) if fut
+        ]
+        for pool in self._pools.values():
+            pool.clear()
+        if waiting:
+            await asyncio.wait(waiting, timeout=2)
+        self._close_all()
+        self.loop.stop()
+
     def _close_all(self) -> None:
         for pool in self._pools.values():
             for prepared in pool:
+                prepared.slot.gate.set()
                 if prepared.expiry is not None:
                     prepared.expiry.cancel()
                     prepared.expiry = None
@@ -223,14 +294,8 @@ class Engine:
         """Close every runtime on the engine thread, then stop it. Called at exit."""
         if self._closing or self.loop.is_closed():
             return
-        self._closing = True
-
-        def stop() -> None:
-            self._close_all()
-            self.loop.stop()
-
         try:
-            self.loop.call_soon_threadsafe(stop)
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
         except RuntimeError:
             return
         self._thread.join(timeout=5)

@@ -241,8 +241,14 @@ class Executor:
             "maxBufferBytes": self.max_buffer_bytes,
             "maxDepth": self.max_depth,
         }
-        script = f"__codemode_run({json.dumps(config)},{json.dumps(code)})"
-        spec = _Spec(code, script, timeout_s or self.timeout_s, self.max_heap_bytes)
+        config_json, code_json = json.dumps(config), json.dumps(code)
+        spec = _Spec(
+            code=code,
+            script=f"__codemode_run({config_json},{code_json})",
+            job=f'{{"config":{config_json},"code":{code_json}}}',
+            timeout=timeout_s or self.timeout_s,
+            heap=self.max_heap_bytes,
+        )
         return run, spec
 
     async def _drive(self, run: RunState, spec: _Spec) -> RunResult:
@@ -250,7 +256,7 @@ class Executor:
         engine = self._engine
         if run.cancelled:
             return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
-        prepared = engine.lease(spec.heap)
+        prepared = await engine.lease(spec.heap)
         prepared.slot.run = run
         run.prepared = prepared
         if run.observers:
@@ -261,7 +267,10 @@ class Executor:
         # slices, which would add up to 10 ms to every run. terminate() stops busy loops too.
         deadline = engine.loop.call_later(spec.timeout, _expire, run, prepared)
         try:
-            envelope = await prepared.runtime.eval_async(spec.script)
+            if prepared.parked is not None:
+                envelope = await prepared.start(spec.job)
+            else:
+                envelope = await prepared.runtime.eval_async(spec.script)
             outcome = self._decode(run, envelope)
             if run.observers:
                 heap_used = _heap_used(prepared)
@@ -337,11 +346,15 @@ class Executor:
 
 
 class _Spec:
-    __slots__ = ("code", "script", "timeout", "heap")
+    """One run's program as the engine needs it: a script for a fresh runtime, a job for a
+    parked one."""
 
-    def __init__(self, code: str, script: str, timeout: float, heap: int) -> None:
+    __slots__ = ("code", "script", "job", "timeout", "heap")
+
+    def __init__(self, *, code: str, script: str, job: str, timeout: float, heap: int) -> None:
         self.code = code
         self.script = script
+        self.job = job
         self.timeout = timeout
         self.heap = heap
 

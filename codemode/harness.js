@@ -563,7 +563,7 @@
     bridges = { async: G.__cm_async, sync: G.__cm_sync };
     const logBridge = G.__cm_log;
     for (const name of [
-      "__cm_async", "__cm_sync", "__cm_log", "__bootstrap", "__jsrun_bind_object",
+      "__cm_async", "__cm_sync", "__cm_log", "__cm_park", "__bootstrap", "__jsrun_bind_object",
       "__codemode_prepare", "__codemode_warm", "WebAssembly", "SharedArrayBuffer",
     ]) {
       hideGlobal(name);
@@ -573,8 +573,20 @@
     return true;
   }
 
+  // A prepared runtime parks inside this call, its thread blocked in the host (an idle jsrun
+  // runtime otherwise keeps a core busy polling), until a run hands it a job.
+  function serve() {
+    const park = G.__cm_park;
+    prepare();
+    const job = park();
+    if (!job) return "{}";
+    const { config, code } = JSONparse(job);
+    return run(config, code);
+  }
+
   async function run(config, code) {
     hideGlobal("__codemode_run");
+    hideGlobal("__codemode_serve");
     if (bridges === null) prepare();
     sourceName = config.filename;
     setBufferLimit(config.maxBufferBytes);
@@ -647,6 +659,7 @@
   for (const [name, value] of [
     ["__codemode_prepare", prepare],
     ["__codemode_run", run],
+    ["__codemode_serve", serve],
     ["__codemode_warm", warm],
   ]) {
     Object.defineProperty(G, name, {
