@@ -30,7 +30,7 @@ class LogLine(str):
         return (LogLine, (str(self), self.level, self.time))
 
 
-@dataclass
+@dataclass(slots=True)
 class HostCall:
     """One call from JavaScript to a host function, as recorded in a run's trace."""
 

@@ -17,6 +17,8 @@
   const ObjectKeys = Object.keys;
   const ObjectFreeze = Object.freeze;
   const ObjectCreate = Object.create;
+  const ObjectProto = Object.prototype;
+  const NumberIsFinite = Number.isFinite;
   const ArrayIsArray = Array.isArray;
   const StringFn = String;
   const DateNow = Date.now;
@@ -407,10 +409,29 @@
       const e = reply.err;
       throw new ToolError(e.message, name, e.type || null);
     };
+    // The common call, one object of strings, numbers, booleans and nulls, takes V8's native
+    // JSON writer; anything else goes through the strict writer (BigInt, Map, errors, limits).
+    const flat = (args) => {
+      if (args.length !== 1) return args.length === 0;
+      const obj = args[0];
+      if (obj === null || typeof obj !== "object" || Object.getPrototypeOf(obj) !== ObjectProto) {
+        return false;
+      }
+      let n = 0;
+      for (const k in obj) {
+        const v = obj[k];
+        const t = typeof v;
+        const plain = t === "string" || t === "boolean" || (t === "number" && NumberIsFinite(v));
+        if (v !== null && !plain) return false;
+        if (t === "string" && v.length > 4096) return false;
+        if (++n > 64) return false;
+      }
+      return true;
+    };
     const call = (name, args) => {
       let payload;
       try {
-        payload = toJson(args, "arguments", argLimits);
+        payload = flat(args) ? JSONstringify(args) : toJson(args, "arguments", argLimits);
       } catch (err) {
         return Promise.reject(new TypeError(`codemode.${name}(): ${err.message}`));
       }

@@ -217,21 +217,25 @@ class RunState:
         call, args = self._begin(name, payload)
         try:
             positional, keywords = tool.binder.bind(args)
-            loop = asyncio.get_running_loop()
             if tool.binder.is_async:
-                future: asyncio.Future[Any] = self.context.run(
-                    loop.create_task, tool.fn(*positional, **keywords)
-                )
+                # Each bridge call already runs in a task of its own: give it the caller's
+                # context variables and await in place (cheaper than another task).
+                for var, value in self.context.items():
+                    var.set(value)
+                future: asyncio.Future[Any] | None = asyncio.current_task()
+                awaitable = tool.fn(*positional, **keywords)
             else:
-                future = loop.run_in_executor(
+                future = awaitable = asyncio.get_running_loop().run_in_executor(
                     self.pool,
                     functools.partial(self.context.copy().run, tool.fn, *positional, **keywords),
                 )
-            self.tasks.add(future)
+            if future is not None:
+                self.tasks.add(future)
             try:
-                value = await future
+                value = await awaitable
             finally:
-                self.tasks.discard(future)
+                if future is not None:
+                    self.tasks.discard(future)
         except asyncio.CancelledError:
             return self._end(call, exc=RuntimeError("the run was stopped"))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
