@@ -73,21 +73,29 @@ class Prepared:
 
 
 def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
+    """The only functions JavaScript can reach. Each one answers through the run the slot
+    points at (and refuses once that run is being stopped, see ``RunState.stopping``)."""
+
     async def cm_async(name: str, payload: str) -> str:
         run = slot.run
         if run is None:
-            return '{"err":{"message":"no run is active","type":"RuntimeError"}}'
+            return NO_RUN
         return await run.call_async(name, payload)
 
     def cm_sync(name: str, payload: str) -> str:
         run = slot.run
         if run is None:
-            return '{"err":{"message":"no run is active","type":"RuntimeError"}}'
+            return NO_RUN
         return run.call_sync(name, payload)
 
-    def cm_log(level: str, text: str) -> bool:
+    def cm_log(level: str, text: str) -> int:
         run = slot.run
-        return False if run is None else run.log(level, text)
+        return 0 if run is None else run.log(level, text)
+
+    def cm_done(envelope: str) -> None:
+        run = slot.run
+        if run is not None:
+            run.finish(envelope)
 
     def cm_park() -> str:
         slot.gate.wait()
@@ -97,6 +105,10 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
     runtime.bind_function("__cm_async", cm_async)
     runtime.bind_function("__cm_sync", cm_sync)
     runtime.bind_function("__cm_log", cm_log)
+    runtime.bind_function("__cm_done", cm_done)
+
+
+NO_RUN = '{"err":{"message":"no run is active","type":"RuntimeError"}}'
 
 
 class Engine:

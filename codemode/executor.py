@@ -248,52 +248,84 @@ class Executor:
             job=f'{{"config":{config_json},"code":{code_json}}}',
             timeout=timeout_s or self.timeout_s,
             heap=self.max_heap_bytes,
+            filename=self.filename,
         )
         return run, spec
 
     async def _drive(self, run: RunState, spec: _Spec) -> RunResult:
-        """Engine thread: run one program on a fresh runtime and turn the outcome into a result."""
+        """Engine thread: run one program on a fresh runtime and turn the outcome into a result.
+
+        The time limit is jsrun's own (its watchdog thread stops even ``while(true){}`` and
+        never needs the GIL). The outcome arrives through the ``done`` bridge as soon as the
+        program ends, so the caller never waits for jsrun to wind its evaluation down; the
+        runtime is disposed of once that evaluation has returned.
+        """
         engine = self._engine
         if run.cancelled:
             return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         prepared = await engine.lease(spec.heap)
+        loop = engine.loop
         prepared.slot.run = run
         run.prepared = prepared
+        run.loop = loop
+        run.done = loop.create_future()
         if run.observers:
             run.emit(RunStarted(run.run_id, spec.code, sorted(run.tools)))
-        outcome: RunResult
-        heap_used: int | None = None
-        # Our own deadline: jsrun's eval timeout joins a watchdog thread that sleeps in 10 ms
-        # slices, which would add up to 10 ms to every run. terminate() stops busy loops too.
-        deadline = engine.loop.call_later(spec.timeout, _expire, run, prepared)
+        outcome: RunResult | None = None
         try:
             if prepared.parked is not None:
-                envelope = await prepared.start(spec.job)
+                await prepared.start(spec.job)
+                script = "__codemode_run_job()"
             else:
-                envelope = await prepared.runtime.eval_async(spec.script)
-            outcome = self._decode(run, envelope)
-            if run.observers:
-                heap_used = _heap_used(prepared)
+                script = spec.script
+            evaluation = asyncio.ensure_future(
+                prepared.runtime.eval_async(script, timeout=spec.timeout)
+            )
+            run.evaluation = evaluation
+            # A host function blocking the isolate thread keeps jsrun from noticing its own
+            # deadline: the caller gets its answer a second later all the same.
+            await asyncio.wait(
+                {run.done, evaluation},
+                timeout=spec.timeout + 1.0,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
         except asyncio.CancelledError:
-            _terminate(prepared)
-            run.abandon()
-            run.prepared = None
-            engine.dispose(prepared)
+            _stop(run)
+            _release_when_done(engine, run, prepared)
             raise
-        except RuntimeTerminated as exc:
+        except Exception as exc:  # noqa: BLE001 - the parked evaluation itself failed
             outcome = self._limit_failure(run, spec, exc)
-        except JavaScriptError as exc:
-            outcome = _failed(run, ErrorDetails("internal", exc.name or "Error", str(exc)))
-        except RuntimeError as exc:
-            outcome = self._limit_failure(run, spec, exc)
-        finally:
-            deadline.cancel()
+        if outcome is None:
+            if run.done.done():
+                outcome = self._decode(run, run.done.result())
+                if isinstance(outcome, RunFailed) and outcome.details is not None:
+                    if outcome.details.kind == "syntax":
+                        await _locate_syntax_error(run, prepared, spec, outcome)
+            elif run.evaluation is not None and run.evaluation.done():
+                outcome = self._evaluation_outcome(run, spec, run.evaluation)
+            else:
+                run.timed_out = True
+                outcome = _failed(run, _timeout_details(spec))
+        if run.cancelled:
+            outcome = _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         run.abandon()
-        run.prepared = None  # runtimes never leave this thread
-        engine.dispose(prepared)
+        _release_when_done(engine, run, prepared)
         if run.observers:
-            run.emit(RunFinished(run.run_id, outcome, heap_used))
+            run.emit(RunFinished(run.run_id, outcome, _heap_of(outcome, run)))
         return outcome
+
+    def _evaluation_outcome(
+        self, run: RunState, spec: _Spec, evaluation: asyncio.Future[Any]
+    ) -> RunResult:
+        """The evaluation ended without the harness reporting: a limit or a termination."""
+        if evaluation.cancelled():
+            return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
+        exc = evaluation.exception()
+        if exc is None:
+            return self._decode(run, evaluation.result())
+        if isinstance(exc, JavaScriptError) and not isinstance(exc, RuntimeTerminated):
+            return _failed(run, ErrorDetails("internal", exc.name or "Error", str(exc)))
+        return self._limit_failure(run, spec, exc)
 
     def _decode(self, run: RunState, envelope: Any) -> RunResult:
         try:
@@ -325,12 +357,10 @@ class Executor:
 
     def _limit_failure(self, run: RunState, spec: _Spec, exc: BaseException) -> RunFailed:
         text = str(exc)
-        if run.timed_out or "timed out" in text:
-            details = ErrorDetails(
-                "timeout",
-                "TimeoutError",
-                f"the program did not finish within {spec.timeout:g} s and was stopped",
-            )
+        if run.cancelled:
+            details = ErrorDetails("cancelled", "Cancelled", "the run was cancelled")
+        elif run.timed_out or "timed out" in text:
+            details = _timeout_details(spec)
         elif "Heap limit" in text or "heap" in text.lower():
             details = ErrorDetails(
                 "memory",
@@ -338,8 +368,6 @@ class Executor:
                 f"the program ran out of memory: it exceeded the heap limit of "
                 f"{_size(spec.heap)} and was stopped",
             )
-        elif run.cancelled:
-            details = ErrorDetails("cancelled", "Cancelled", "the run was cancelled")
         else:
             details = ErrorDetails("internal", type(exc).__name__, text)
         return _failed(run, details)
@@ -349,9 +377,12 @@ class _Spec:
     """One run's program as the engine needs it: a script for a fresh runtime, a job for a
     parked one."""
 
-    __slots__ = ("code", "script", "job", "timeout", "heap")
+    __slots__ = ("code", "script", "job", "timeout", "heap", "filename")
 
-    def __init__(self, *, code: str, script: str, job: str, timeout: float, heap: int) -> None:
+    def __init__(
+        self, *, code: str, script: str, job: str, timeout: float, heap: int, filename: str
+    ) -> None:
+        self.filename = filename
         self.code = code
         self.script = script
         self.job = job
@@ -376,13 +407,6 @@ def _size(n: int) -> str:
     return f"{n / MiB:g} MiB" if n >= MiB else f"{n} bytes"
 
 
-def _heap_used(prepared: Prepared) -> int | None:
-    try:
-        return int(prepared.runtime.get_stats().heap_used_bytes)
-    except Exception:  # noqa: BLE001 - statistics are best effort
-        return None
-
-
 def _terminate(prepared: Prepared) -> None:
     try:
         prepared.runtime.terminate()
@@ -390,20 +414,92 @@ def _terminate(prepared: Prepared) -> None:
         pass
 
 
-def _expire(run: RunState, prepared: Prepared) -> None:
-    """Engine thread: the run's deadline passed."""
-    if prepared.slot.run is run:
-        run.timed_out = True
-        _terminate(prepared)
+def _release_when_done(engine: Engine, run: RunState, prepared: Prepared) -> None:
+    """Dispose of the runtime once its evaluation has returned (engine thread)."""
+    evaluation = run.evaluation
+    run.prepared = None  # runtimes never leave this thread
+    if evaluation is None or evaluation.done():
+        engine.dispose(prepared)
+    else:
+        evaluation.add_done_callback(lambda _: engine.dispose(prepared))
+
+
+async def _locate_syntax_error(
+    run: RunState, prepared: Prepared, spec: _Spec, outcome: RunFailed
+) -> None:
+    """V8 tells where a syntax error is only when the faulty code is a script of its own, so
+    compile the program once more that way and read the position. The script starts with
+    ``throw``: if it compiles after all, nothing of it runs."""
+    evaluation = run.evaluation
+    if evaluation is not None and not evaluation.done():
+        await asyncio.wait({evaluation}, timeout=1.0)
+    prefix = "throw 0;(async () => {"
+    try:
+        await prepared.runtime.eval_async(f"{prefix}{spec.code}\n}})", timeout=1.0)
+    except JavaScriptError as exc:
+        frames = [f for f in (exc.frames or []) if f.get("line_number")]
+        if exc.name != "SyntaxError" or not frames:
+            return
+        line = int(frames[0]["line_number"])
+        column = int(frames[0].get("column_number") or 0)
+        if line == 1:
+            column = max(1, column - len(prefix))
+        details = outcome.details
+        assert details is not None
+        details.line, details.column = line, column
+        details.stack = f"{details.name}: {details.message}\n    at {spec.filename}:{line}:{column}"
+        outcome.error = str(details)
+    except Exception:  # noqa: BLE001 - the location is a nicety
+        return
+
+
+def _heap_of(outcome: RunResult, run: RunState) -> int | None:
+    if run.envelope is None:
+        return None
+    try:
+        heap = json.loads(run.envelope).get("heap")
+    except ValueError:
+        return None
+    return heap if isinstance(heap, int) else None
+
+
+def _timeout_details(spec: _Spec) -> ErrorDetails:
+    return ErrorDetails(
+        "timeout",
+        "TimeoutError",
+        f"the program did not finish within {spec.timeout:g} s and was stopped",
+    )
 
 
 def _stop(run: RunState) -> None:
     """Engine thread: stop a run's program now (cancel, interrupt)."""
     run.cancelled = True
-    prepared = getattr(run, "prepared", None)
-    if prepared is not None and prepared.slot.run is run:
-        _terminate(prepared)
+    run.stopping = True
     run.abandon()
+    evaluation, prepared = run.evaluation, run.prepared
+    if evaluation is None or prepared is None or evaluation.done():
+        return
+    if run.done is not None and run.done.done():
+        return  # the program has finished; its evaluation is only winding down
+    asyncio.ensure_future(_terminate_safely(run, prepared, evaluation))
+
+
+async def _terminate_safely(
+    run: RunState, prepared: Prepared, evaluation: asyncio.Future[Any]
+) -> None:
+    """Terminate the isolate once the program can no longer call into Python.
+
+    jsrun's ``terminate()`` holds the GIL while waiting for the isolate thread, so it must not
+    run while that thread waits for the GIL to enter a host function. Every bridge now answers
+    STOP and the program then spins in pure JavaScript; give it a moment to get there (the loop
+    sleeps, so a thread waiting for the GIL gets it), then terminate.
+    """
+    for _ in range(25):
+        if run.stop_acked or evaluation.done():
+            break
+        await asyncio.sleep(0.002)
+    if not evaluation.done() and prepared.runtime is not None:
+        _terminate(prepared)
 
 
 class RunSession:

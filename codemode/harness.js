@@ -381,11 +381,24 @@
     } catch (err) {
       isExpression = false;
     }
+    if (!isExpression) {
+      // Parsed on its own first, so that an unbalanced `}` cannot close our wrapper early.
+      new AsyncFunction(code);
+    }
     const prefix = isExpression ? "(async () => (" : "(async () => {";
     const suffix = isExpression ? "\n))" : "\n})";
     firstLineShift = prefix.length;
     const body = `${prefix}${code}${suffix}\n//# sourceURL=${sourceName}`;
     return { fn: indirectEval(body), isExpression };
+  }
+
+  // The host answers STOP once a run is being stopped: from then on the program never calls
+  // the host again (it spins here until V8 terminates it), which makes terminating it safe.
+  const STOP = -1;
+  function halt() {
+    for (;;) {
+      // stopped
+    }
   }
 
   class ToolError extends Error {
@@ -406,6 +419,7 @@
     const decode = (name, envelope) => {
       const reply = JSONparse(envelope);
       if ("ok" in reply) return reply.ok;
+      if ("stop" in reply) halt();
       const e = reply.err;
       throw new ToolError(e.message, name, e.type || null);
     };
@@ -534,7 +548,9 @@
         drop();
         return;
       }
-      if (logBridge(level, text) === false) {
+      const answer = logBridge(level, text);
+      if (answer === STOP) halt();
+      if (answer !== 1) {
         open = false;
         drop();
       }
@@ -580,11 +596,19 @@
   let bridges = null;
   let droppedLogs = () => 0;
   let setBufferLimit = () => {};
+  let memoryUsage = () => null;
   function prepare() {
-    bridges = { async: G.__cm_async, sync: G.__cm_sync };
+    bridges = { async: G.__cm_async, sync: G.__cm_sync, done: G.__cm_done };
     const logBridge = G.__cm_log;
+    try {
+      const op = G.__bootstrap.core.ops.op_memory_usage;
+      memoryUsage = () => op().heapUsed;
+    } catch (err) {
+      // no statistics: the run still works
+    }
     for (const name of [
-      "__cm_async", "__cm_sync", "__cm_log", "__cm_park", "__bootstrap", "__jsrun_bind_object",
+      "__cm_async", "__cm_sync", "__cm_log", "__cm_park", "__cm_done", "__bootstrap",
+      "__jsrun_bind_object",
       "__codemode_prepare", "__codemode_warm", "WebAssembly", "SharedArrayBuffer",
     ]) {
       hideGlobal(name);
@@ -596,16 +620,31 @@
 
   // A prepared runtime parks inside this call, its thread blocked in the host (an idle jsrun
   // runtime otherwise keeps a core busy polling), until a run hands it a job.
+  // The job is kept for `__codemode_run_job()`, a second evaluation that carries the run's
+  // time limit (jsrun enforces it from its own watchdog thread, which never needs the GIL).
+  let parkedJob = "";
   function serve() {
     const park = G.__cm_park;
     prepare();
-    const job = park();
-    if (!job) return "{}";
-    const { config, code } = JSONparse(job);
+    parkedJob = park();
+    return parkedJob ? "parked" : "quit";
+  }
+
+  function runJob() {
+    hideGlobal("__codemode_run_job");
+    const { config, code } = JSONparse(parkedJob);
+    parkedJob = "";
     return run(config, code);
   }
 
   async function run(config, code) {
+    const outcome = await runProgram(config, code);
+    // Hand the outcome over at once: the evaluation itself may take a little longer to return.
+    bridges.done(outcome);
+    return outcome;
+  }
+
+  async function runProgram(config, code) {
     hideGlobal("__codemode_run");
     hideGlobal("__codemode_serve");
     if (bridges === null) prepare();
@@ -625,7 +664,13 @@
       try {
         compiled = compile(code);
       } catch (err) {
-        return JSONstringify({ error: describeError(err, "syntax"), dropped: droppedLogs() });
+        const error = describeError(err, "syntax");
+        if (error.message === "Single function literal required") {
+          // V8's words for a body that closes more blocks than it opens.
+          error.message = "Unexpected token '}': the program closes a block it never opened";
+          error.stack = `${error.name}: ${error.message}`;
+        }
+        return JSONstringify({ error, dropped: droppedLogs() });
       }
       let value = await compiled.fn();
       if (compiled.isExpression && typeof value === "function") value = await value();
@@ -638,7 +683,10 @@
       } catch (err) {
         return JSONstringify({ error: describeError(err, "result"), dropped: droppedLogs() });
       }
-      outcome = `{"result":${result},"dropped":${droppedLogs()},"ms":${DateNow() - started}}`;
+      const heap = memoryUsage();
+      outcome =
+        `{"result":${result},"dropped":${droppedLogs()},"ms":${DateNow() - started},` +
+        `"heap":${heap === null ? "null" : heap}}`;
     } catch (err) {
       outcome = JSONstringify({ error: describeError(err, "error"), dropped: droppedLogs() });
     }
@@ -681,6 +729,7 @@
     ["__codemode_prepare", prepare],
     ["__codemode_run", run],
     ["__codemode_serve", serve],
+    ["__codemode_run_job", runJob],
     ["__codemode_warm", warm],
   ]) {
     Object.defineProperty(G, name, {

@@ -115,6 +115,15 @@ class RunState:
         self.cancelled = False
         self.timed_out = False
         self.prepared: Any = None
+        # Stopping: every bridge answers STOP, after which the program never calls the host
+        # again, so terminating its isolate cannot deadlock on the GIL (jsrun's terminate()
+        # holds the GIL while it waits for the isolate thread).
+        self.stopping = False
+        self.stop_acked = False
+        self.envelope: str | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.done: asyncio.Future[str] | None = None
+        self.evaluation: asyncio.Future[Any] | None = None
 
     # ---------------------------------------------------------------- events
 
@@ -130,27 +139,30 @@ class RunState:
 
     # ---------------------------------------------------------------- console
 
-    def log(self, level: str, text: str) -> bool:
-        """Record one console line; False tells the harness the log is full."""
+    def log(self, level: str, text: str) -> int:
+        """Record one console line. Answers 1 (kept), 0 (the log is full) or -1 (stop)."""
+        if self.stopping:
+            self.stop_acked = True
+            return STOP_LOG
         if level == "dropped":
             # The harness reports how many lines it has dropped since the log filled up.
             try:
                 self.dropped_logs = max(self.dropped_logs, int(text))
             except ValueError:
                 pass
-            return False
+            return 0
         if self.log_full:
-            return False
+            return 0
         size = len(text)
         if len(self.logs) >= self.max_log_lines or self.log_bytes + size > self.max_log_bytes:
             self.log_full = True
-            return False
+            return 0
         self.log_bytes += size
         line = LogLine(text, level if level in _LEVELS else "log", self.now())
         self.logs.append(line)
         if self.observers:
             self.emit(ConsoleEvent(self.run_id, line))
-        return True
+        return 1
 
     # ---------------------------------------------------------------- host calls
 
@@ -194,8 +206,18 @@ class RunState:
             self.emit(CallFinished(self.run_id, call))
         return error_envelope(message, type_name)
 
+    def finish(self, envelope: str) -> None:
+        """The harness's outcome, reported the moment the program ends (isolate thread)."""
+        if self.envelope is None:
+            self.envelope = envelope
+            if self.loop is not None and self.done is not None:
+                self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
+
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
+        if self.stopping:
+            self.stop_acked = True
+            return STOP_ENVELOPE
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             return error_envelope(f"no tool named {name!r}", "LookupError")
@@ -209,6 +231,9 @@ class RunState:
 
     async def call_async(self, name: str, payload: str) -> str:
         """Default bridge: async functions on the engine loop, sync ones on worker threads."""
+        if self.stopping:
+            self.stop_acked = True
+            return STOP_ENVELOPE
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             if self.request_sink is not None and isinstance(name, str):
@@ -237,6 +262,9 @@ class RunState:
                 if future is not None:
                     self.tasks.discard(future)
         except asyncio.CancelledError:
+            if self.stopping:
+                self.stop_acked = True
+                return STOP_ENVELOPE
             return self._end(call, exc=RuntimeError("the run was stopped"))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
             return self._end(call, exc=exc)
@@ -264,6 +292,9 @@ class RunState:
         except _SubmittedError as exc:
             return self._end(call, exc=exc)
         except asyncio.CancelledError:
+            if self.stopping:
+                self.stop_acked = True
+                return STOP_ENVELOPE
             return self._end(call, exc=RuntimeError("the run was stopped"))
         finally:
             self.pending.pop(call_id, None)
@@ -283,6 +314,15 @@ class RunState:
         """Cancel host work still in flight once the program is gone."""
         for future in list(self.tasks) + list(self.pending.values()):
             future.cancel()
+
+
+def _resolve(future: asyncio.Future[str], envelope: str) -> None:
+    if not future.done():
+        future.set_result(envelope)
+
+
+STOP_ENVELOPE = '{"stop":1}'
+STOP_LOG = -1
 
 
 class _SubmittedError(Exception):
