@@ -269,6 +269,10 @@ class Executor:
         run.prepared = prepared
         run.loop = loop
         run.done = loop.create_future()
+        run.retired = loop.create_future()
+        if run.cancelled:  # cancelled while a runtime was being found
+            _retire(run)
+            return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         if run.observers:
             run.emit(RunStarted(run.run_id, spec.code, sorted(run.tools)))
         outcome: RunResult | None = None
@@ -291,7 +295,6 @@ class Executor:
             )
         except asyncio.CancelledError:
             _stop(run)
-            _release_when_done(engine, run, prepared)
             raise
         except Exception as exc:  # noqa: BLE001 - the parked evaluation itself failed
             outcome = self._limit_failure(run, spec, exc)
@@ -308,8 +311,7 @@ class Executor:
                 outcome = _failed(run, _timeout_details(spec))
         if run.cancelled:
             outcome = _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
-        run.abandon()
-        _release_when_done(engine, run, prepared)
+        _retire(run)
         if run.observers:
             run.emit(RunFinished(run.run_id, outcome, _heap_of(outcome, run)))
         return outcome
@@ -414,14 +416,40 @@ def _terminate(prepared: Prepared) -> None:
         pass
 
 
-def _release_when_done(engine: Engine, run: RunState, prepared: Prepared) -> None:
-    """Dispose of the runtime once its evaluation has returned (engine thread)."""
-    evaluation = run.evaluation
-    run.prepared = None  # runtimes never leave this thread
-    if evaluation is None or evaluation.done():
-        engine.dispose(prepared)
+def _retire(run: RunState) -> None:
+    """Engine thread: stop the run's isolate (if still running) and close it, safely, soon."""
+    if run.retiring or run.prepared is None:
+        return
+    run.retiring = True
+    run.stopping = True
+    run.abandon()
+    asyncio.ensure_future(_retire_when_quiet(run, run.prepared))
+
+
+async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
+    """jsrun's ``terminate()`` and ``close()`` hold the GIL while they wait for the isolate
+    thread, so they deadlock if that thread is waiting for the GIL to enter a host function.
+    With the run stopping, sync host functions answer STOP (the program then spins in pure
+    JavaScript) and async ones never answer while the isolate lives; once no host function has
+    been entered for a moment, terminating and closing are safe."""
+    engine = get_engine()
+    for _ in range(400):  # about 2 s at most
+        if run.quiet():
+            break
+        await asyncio.sleep(0.005)
     else:
-        evaluation.add_done_callback(lambda _: engine.dispose(prepared))
+        # A host function still blocks the isolate thread: leak the isolate, never deadlock.
+        _resolve_retired(run)
+        return
+    _terminate(prepared)
+    run.prepared = None  # runtimes never leave this thread
+    engine.dispose(prepared)
+    _resolve_retired(run)
+
+
+def _resolve_retired(run: RunState) -> None:
+    if run.retired is not None and not run.retired.done():
+        run.retired.set_result(None)
 
 
 async def _locate_syntax_error(
@@ -474,32 +502,7 @@ def _timeout_details(spec: _Spec) -> ErrorDetails:
 def _stop(run: RunState) -> None:
     """Engine thread: stop a run's program now (cancel, interrupt)."""
     run.cancelled = True
-    run.stopping = True
-    run.abandon()
-    evaluation, prepared = run.evaluation, run.prepared
-    if evaluation is None or prepared is None or evaluation.done():
-        return
-    if run.done is not None and run.done.done():
-        return  # the program has finished; its evaluation is only winding down
-    asyncio.ensure_future(_terminate_safely(run, prepared, evaluation))
-
-
-async def _terminate_safely(
-    run: RunState, prepared: Prepared, evaluation: asyncio.Future[Any]
-) -> None:
-    """Terminate the isolate once the program can no longer call into Python.
-
-    jsrun's ``terminate()`` holds the GIL while waiting for the isolate thread, so it must not
-    run while that thread waits for the GIL to enter a host function. Every bridge now answers
-    STOP and the program then spins in pure JavaScript; give it a moment to get there (the loop
-    sleeps, so a thread waiting for the GIL gets it), then terminate.
-    """
-    for _ in range(25):
-        if run.stop_acked or evaluation.done():
-            break
-        await asyncio.sleep(0.002)
-    if not evaluation.done() and prepared.runtime is not None:
-        _terminate(prepared)
+    _retire(run)
 
 
 class RunSession:

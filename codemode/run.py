@@ -120,6 +120,10 @@ class RunState:
         # holds the GIL while it waits for the isolate thread).
         self.stopping = False
         self.stop_acked = False
+        self.retiring = False
+        self.retired: asyncio.Future[None] | None = None
+        self.in_sync = 0
+        self.last_bridge = 0.0
         self.envelope: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[str] | None = None
@@ -141,6 +145,7 @@ class RunState:
 
     def log(self, level: str, text: str) -> int:
         """Record one console line. Answers 1 (kept), 0 (the log is full) or -1 (stop)."""
+        self.last_bridge = time.perf_counter()
         if self.stopping:
             self.stop_acked = True
             return STOP_LOG
@@ -208,6 +213,7 @@ class RunState:
 
     def finish(self, envelope: str) -> None:
         """The harness's outcome, reported the moment the program ends (isolate thread)."""
+        self.last_bridge = time.perf_counter()
         if self.envelope is None:
             self.envelope = envelope
             if self.loop is not None and self.done is not None:
@@ -215,25 +221,30 @@ class RunState:
 
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
+        self.last_bridge = time.perf_counter()
         if self.stopping:
             self.stop_acked = True
             return STOP_ENVELOPE
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             return error_envelope(f"no tool named {name!r}", "LookupError")
-        call, args = self._begin(name, payload)
+        self.in_sync += 1
         try:
-            positional, keywords = tool.binder.bind(args)
-            value = self.context.copy().run(tool.fn, *positional, **keywords)
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
-            return self._end(call, exc=exc)
-        return self._end(call, value)
+            call, args = self._begin(name, payload)
+            try:
+                positional, keywords = tool.binder.bind(args)
+                value = self.context.copy().run(tool.fn, *positional, **keywords)
+            except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+                return self._end(call, exc=exc)
+            return self._end(call, value)
+        finally:
+            self.in_sync -= 1
+            self.last_bridge = time.perf_counter()
 
     async def call_async(self, name: str, payload: str) -> str:
         """Default bridge: async functions on the engine loop, sync ones on worker threads."""
         if self.stopping:
-            self.stop_acked = True
-            return STOP_ENVELOPE
+            return await self._park()
         tool = self.tools.get(name) if isinstance(name, str) else None
         if tool is None:
             if self.request_sink is not None and isinstance(name, str):
@@ -263,12 +274,32 @@ class RunState:
                     self.tasks.discard(future)
         except asyncio.CancelledError:
             if self.stopping:
-                self.stop_acked = True
-                return STOP_ENVELOPE
+                return await self._park()
             return self._end(call, exc=RuntimeError("the run was stopped"))
         except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+            if self.stopping:
+                return await self._park()
             return self._end(call, exc=exc)
+        if self.stopping:
+            return await self._park()
         return self._end(call, value)
+
+    async def _park(self) -> str:
+        """Once a run is stopping, async calls never answer while its isolate lives: an answer
+        would make the isolate thread take the GIL at a moment the engine may be blocked in
+        jsrun's terminate()/close() holding it. They return once the runtime is closed."""
+        self.stop_acked = True
+        retired = self.retired
+        if retired is not None and not retired.done():
+            try:
+                await asyncio.shield(retired)
+            except asyncio.CancelledError:
+                pass
+        return STOP_ENVELOPE
+
+    def quiet(self) -> bool:
+        """No host function running on the isolate thread, none entered in the last 10 ms."""
+        return self.in_sync == 0 and time.perf_counter() - self.last_bridge >= 0.01
 
     async def _request(self, name: str, payload: str) -> str:
         """Session mode: hand an unknown target to the driver and wait for its answer."""
@@ -290,14 +321,17 @@ class RunState:
         try:
             value = await future
         except _SubmittedError as exc:
+            if self.stopping:
+                return await self._park()
             return self._end(call, exc=exc)
         except asyncio.CancelledError:
             if self.stopping:
-                self.stop_acked = True
-                return STOP_ENVELOPE
+                return await self._park()
             return self._end(call, exc=RuntimeError("the run was stopped"))
         finally:
             self.pending.pop(call_id, None)
+        if self.stopping:
+            return await self._park()
         return self._end(call, value)
 
     def resolve(self, call_id: str, value: Any = None, error: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Loading and unloading the extension: magics, configurable, completer matcher, inspection hooks.
+"""Loading and unloading the extension: magics, configurable, completer, inspection, serving.
 
 ``%load_ext codemode`` and ``%load_ext codemode_jupyter`` both land here; loading twice is
 harmless (the second call finds the state of the first), and ``%unload_ext`` removes every piece
@@ -14,6 +14,8 @@ from typing import Any
 from codemode_jupyter.completion import make_matcher
 from codemode_jupyter.inspection import InspectionHooks
 from codemode_jupyter.magics import CodeMode
+from codemode_jupyter.serve_magics import register as register_serve
+from codemode_jupyter.serve_magics import unregister as unregister_serve
 
 
 @dataclass
@@ -39,6 +41,7 @@ def load(shell: Any) -> CodeMode:
         completer.custom_matchers.append(matcher)
     hooks = InspectionHooks(shell, lambda: magics.toolset())
     hooks.install()
+    register_serve(shell)
     _loaded[shell] = _Loaded(magics, matcher, hooks)
     return magics
 
@@ -63,6 +66,7 @@ def unload(shell: Any) -> None:
     if state.matcher in matchers:
         matchers.remove(state.matcher)
     state.hooks.uninstall()
+    unregister_serve(shell)  # also stops this shell's running servers
     # Loaded under both names? Unloading one unloads both, so neither stays marked as loaded.
     extensions = getattr(getattr(shell, "extension_manager", None), "loaded", None)
     if isinstance(extensions, set):

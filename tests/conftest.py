@@ -1,0 +1,57 @@
+"""Shared fixtures for the engine tests (real V8 isolates, no mocks).
+
+Every executor here uses the default 16 MiB heap on purpose: the engine keeps a small pool of
+prepared runtimes per heap size, so each extra heap size adds idle runtimes to the process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from codemode import Executor
+
+
+@pytest.fixture
+def make_executor() -> Iterator[Callable[..., Executor]]:
+    """Build executors with short default timeouts; all are closed at the end of the test."""
+    made: list[Executor] = []
+
+    def make(**kwargs: Any) -> Executor:
+        kwargs.setdefault("timeout_s", 5)
+        executor = Executor(**kwargs)
+        made.append(executor)
+        return executor
+
+    yield make
+    for executor in made:
+        executor.close()
+
+
+@pytest.fixture
+def executor(make_executor: Callable[..., Executor]) -> Executor:
+    """A plain executor: 5 s timeout, default heap, no capabilities."""
+    return make_executor()
+
+
+class EventRecorder:
+    """An ``on_event`` observer that keeps every event (observers run on engine threads)."""
+
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    def __call__(self, event: Any) -> None:
+        self.events.append(event)
+
+    def names(self) -> list[str]:
+        return [type(e).__name__ for e in self.events]
+
+    def of(self, kind: type) -> list[Any]:
+        return [e for e in self.events if isinstance(e, kind)]
+
+
+@pytest.fixture
+def recorder() -> EventRecorder:
+    return EventRecorder()
