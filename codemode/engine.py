@@ -114,9 +114,13 @@ NO_RUN = '{"err":{"message":"no run is active","type":"RuntimeError"}}'
 class Engine:
     """Process-wide owner of the engine thread. Use :func:`get_engine`."""
 
-    def __init__(self, pool_size: int = 2, linger_s: float = 30.0) -> None:
+    def __init__(self, pool_size: int = 2, linger_s: float = 30.0, max_live: int = 8) -> None:
         self.pool_size = pool_size
         self.linger_s = linger_s
+        # Runs holding a runtime at once; more wait their turn. Each running jsrun runtime keeps
+        # a core busy, so hundreds at once would starve each other (and everything else).
+        self.max_live = max_live
+        self._live_slots: asyncio.Semaphore | None = None
         self._pools: dict[int, deque[Prepared]] = {}
         self._preparing: dict[int, asyncio.Task[None]] = {}
         self._snapshot: bytes | None = None
@@ -181,6 +185,16 @@ class Engine:
         _bind_bridges(runtime, slot)
         self._live.add(runtime)
         return Prepared(runtime, slot, heap)
+
+    async def acquire_slot(self) -> None:
+        """Wait for a turn to run (engine thread); give it back with :meth:`release_slot`."""
+        if self._live_slots is None:
+            self._live_slots = asyncio.Semaphore(self.max_live)
+        await self._live_slots.acquire()
+
+    def release_slot(self) -> None:
+        if self._live_slots is not None:
+            self._live_slots.release()
 
     async def lease(self, heap: int) -> Prepared:
         """Take a runtime for one run (engine thread only): a prepared one when there is one."""

@@ -263,7 +263,13 @@ class Executor:
         engine = self._engine
         if run.cancelled:
             return _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
-        prepared = await engine.lease(spec.heap)
+        await engine.acquire_slot()
+        try:
+            prepared = await engine.lease(spec.heap)
+        except BaseException:
+            engine.release_slot()
+            raise
+        run.has_slot = True
         loop = engine.loop
         prepared.slot.run = run
         run.prepared = prepared
@@ -295,6 +301,11 @@ class Executor:
             )
         except asyncio.CancelledError:
             _stop(run)
+            if run.observers:
+                cancelled = _failed(
+                    run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled")
+                )
+                run.emit(RunFinished(run.run_id, cancelled, None))
             raise
         except Exception as exc:  # noqa: BLE001 - the parked evaluation itself failed
             outcome = self._limit_failure(run, spec, exc)
@@ -433,15 +444,21 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     JavaScript) and async ones never answer while the isolate lives; once no host function has
     been entered for a moment, terminating and closing are safe."""
     engine = get_engine()
+    evaluation = run.evaluation
+    finished = run.envelope is not None or (evaluation is not None and evaluation.done())
     for _ in range(400):  # about 2 s at most
-        if run.quiet():
+        settled = evaluation is None or evaluation.done() or not finished
+        if settled and run.quiet(0.01 if finished else 0.02):
             break
         await asyncio.sleep(0.005)
     else:
         # A host function still blocks the isolate thread: leak the isolate, never deadlock.
         _resolve_retired(run)
         return
-    _terminate(prepared)
+    if not finished:
+        # Still running (cancelled): the one stop jsrun offers. The program gets STOP from any
+        # host function it calls, so after a quiet moment it is computing in pure JavaScript.
+        _terminate(prepared)
     run.prepared = None  # runtimes never leave this thread
     engine.dispose(prepared)
     _resolve_retired(run)
@@ -450,6 +467,9 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
 def _resolve_retired(run: RunState) -> None:
     if run.retired is not None and not run.retired.done():
         run.retired.set_result(None)
+    if run.has_slot:
+        run.has_slot = False
+        get_engine().release_slot()
 
 
 async def _locate_syntax_error(

@@ -395,6 +395,7 @@
   // The host answers STOP once a run is being stopped: from then on the program never calls
   // the host again (it spins here until V8 terminates it), which makes terminating it safe.
   const STOP = -1;
+  let finished = false;
   function halt() {
     for (;;) {
       // stopped
@@ -443,6 +444,7 @@
       return true;
     };
     const call = (name, args) => {
+      if (finished) return new Promise(() => {});
       let payload;
       try {
         payload = flat(args) ? JSONstringify(args) : toJson(args, "arguments", argLimits);
@@ -544,6 +546,7 @@
       if (dropped <= 1000 || dropped % 1000 === 0) logBridge("dropped", StringFn(dropped));
     };
     const emit = (level, text) => {
+      if (finished) return;
       if (!open) {
         drop();
         return;
@@ -639,6 +642,9 @@
 
   async function run(config, code) {
     const outcome = await runProgram(config, code);
+    // From here on nothing calls the host again (stray timers and callbacks included): the
+    // isolate can then be closed without its thread ever waiting for Python.
+    finished = true;
     // Hand the outcome over at once: the evaluation itself may take a little longer to return.
     bridges.done(outcome);
     return outcome;
@@ -688,7 +694,11 @@
         `{"result":${result},"dropped":${droppedLogs()},"ms":${DateNow() - started},` +
         `"heap":${heap === null ? "null" : heap}}`;
     } catch (err) {
-      outcome = JSONstringify({ error: describeError(err, "error"), dropped: droppedLogs() });
+      outcome = JSONstringify({
+        error: describeError(err, "error"),
+        dropped: droppedLogs(),
+        heap: memoryUsage(),
+      });
     }
     return outcome;
   }

@@ -121,6 +121,7 @@ class RunState:
         self.stopping = False
         self.stop_acked = False
         self.retiring = False
+        self.has_slot = False
         self.retired: asyncio.Future[None] | None = None
         self.in_sync = 0
         self.last_bridge = 0.0
@@ -145,7 +146,14 @@ class RunState:
 
     def log(self, level: str, text: str) -> int:
         """Record one console line. Answers 1 (kept), 0 (the log is full) or -1 (stop)."""
-        self.last_bridge = time.perf_counter()
+        self.in_sync += 1
+        try:
+            return self._log(level, text)
+        finally:
+            self.in_sync -= 1
+            self.last_bridge = time.perf_counter()
+
+    def _log(self, level: str, text: str) -> int:
         if self.stopping:
             self.stop_acked = True
             return STOP_LOG
@@ -212,24 +220,29 @@ class RunState:
         return error_envelope(message, type_name)
 
     def finish(self, envelope: str) -> None:
-        """The harness's outcome, reported the moment the program ends (isolate thread)."""
-        self.last_bridge = time.perf_counter()
-        if self.envelope is None:
-            self.envelope = envelope
-            if self.loop is not None and self.done is not None:
-                self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
+        """The harness's outcome, reported the moment the program ends (isolate thread). From
+        here on the run is stopping: nothing more is answered while the isolate lives."""
+        self.in_sync += 1
+        try:
+            self.stopping = True
+            if self.envelope is None:
+                self.envelope = envelope
+                if self.loop is not None and self.done is not None:
+                    self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
+        finally:
+            self.in_sync -= 1
+            self.last_bridge = time.perf_counter()
 
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
-        self.last_bridge = time.perf_counter()
-        if self.stopping:
-            self.stop_acked = True
-            return STOP_ENVELOPE
-        tool = self.tools.get(name) if isinstance(name, str) else None
-        if tool is None:
-            return error_envelope(f"no tool named {name!r}", "LookupError")
         self.in_sync += 1
         try:
+            if self.stopping:
+                self.stop_acked = True
+                return STOP_ENVELOPE
+            tool = self.tools.get(name) if isinstance(name, str) else None
+            if tool is None:
+                return error_envelope(f"no tool named {name!r}", "LookupError")
             call, args = self._begin(name, payload)
             try:
                 positional, keywords = tool.binder.bind(args)
@@ -282,6 +295,7 @@ class RunState:
             return self._end(call, exc=exc)
         if self.stopping:
             return await self._park()
+        self.last_bridge = time.perf_counter()
         return self._end(call, value)
 
     async def _park(self) -> str:
@@ -297,9 +311,9 @@ class RunState:
                 pass
         return STOP_ENVELOPE
 
-    def quiet(self) -> bool:
-        """No host function running on the isolate thread, none entered in the last 10 ms."""
-        return self.in_sync == 0 and time.perf_counter() - self.last_bridge >= 0.01
+    def quiet(self, seconds: float = 0.01) -> bool:
+        """No host function running on the isolate thread, none left in the last moment."""
+        return self.in_sync == 0 and time.perf_counter() - self.last_bridge >= seconds
 
     async def _request(self, name: str, payload: str) -> str:
         """Session mode: hand an unknown target to the driver and wait for its answer."""

@@ -191,12 +191,6 @@ async def test_wait_for_around_execute_stops_busy_program(executor: Executor) ->
 # ------------------------------------------------------------------------------ many runs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG: concurrent runs collapse (10 at once ~0.9 s, 20 ~3 s, 50 ~30 s, with "
-    "timeouts): every in-flight jsrun runtime busy-polls a core and the engine starts all of "
-    "them at once; nothing bounds the number of live runtimes",
-)
 async def test_fifty_concurrent_runs_all_succeed(executor: Executor) -> None:
     async def double(*, i: int) -> int:
         await asyncio.sleep(0)

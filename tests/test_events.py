@@ -187,11 +187,6 @@ async def test_failed_runs_emit_run_finished(make_executor) -> None:
     assert rec.kinds() == ["RunStarted", "ConsoleEvent", "RunFinished"] * 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG (minor): harness.js runProgram() adds \"heap\" only to the success "
-    "envelope, so RunFinished.heap_used is None when the program throws",
-)
 async def test_heap_used_reported_when_program_throws(make_executor) -> None:
     """A program that throws still ends normally in a healthy isolate: its heap use is known."""
     rec = Snapshotter()
@@ -261,11 +256,6 @@ async def test_console_events_arrive_while_running(make_executor) -> None:
     assert lines == ["before", "after"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG: cancelling the task awaiting execute() re-raises CancelledError in "
-    "Executor._drive before RunFinished is emitted, so observers see a run that never ends",
-)
 async def test_cancelled_execute_still_emits_run_finished(make_executor) -> None:
     rec = Snapshotter()
     executor = make_executor(on_event=rec)
