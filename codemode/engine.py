@@ -123,6 +123,7 @@ class Engine:
         self._live_slots: asyncio.Semaphore | None = None
         self._pools: dict[int, deque[Prepared]] = {}
         self._preparing: dict[int, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._snapshot: bytes | None = None
         self._closing = False
         self._live: set[Runtime] = set()
@@ -288,8 +289,15 @@ class Engine:
         except Exception:  # noqa: BLE001 - a broken runtime still has to go
             pass
 
+    def track(self, task: asyncio.Future[Any]) -> None:
+        """Keep a background task (a runtime being retired) to be awaited at shutdown."""
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def _shutdown(self) -> None:
         """Unpark and close every runtime on this thread, then stop the loop."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=3)
         self._closing = True
         for task in list(self._preparing.values()):
             task.cancel()

@@ -12,6 +12,7 @@ import contextvars
 import itertools
 import json
 import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -288,10 +289,13 @@ class Executor:
                 script = "__codemode_run_job()"
             else:
                 script = spec.script
+            if run.stopping:
+                raise _Cancelled
             evaluation = asyncio.ensure_future(
                 prepared.runtime.eval_async(script, timeout=spec.timeout)
             )
             run.evaluation = evaluation
+            evaluation.add_done_callback(_retrieve)
             # A host function blocking the isolate thread keeps jsrun from noticing its own
             # deadline: the caller gets its answer a second later all the same.
             await asyncio.wait(
@@ -307,6 +311,8 @@ class Executor:
                 )
                 run.emit(RunFinished(run.run_id, cancelled, None))
             raise
+        except _Cancelled:
+            outcome = _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         except Exception as exc:  # noqa: BLE001 - the parked evaluation itself failed
             outcome = self._limit_failure(run, spec, exc)
         if outcome is None:
@@ -386,6 +392,10 @@ class Executor:
         return _failed(run, details)
 
 
+class _Cancelled(Exception):
+    """The run was cancelled before its program started."""
+
+
 class _Spec:
     """One run's program as the engine needs it: a script for a fresh runtime, a job for a
     parked one."""
@@ -434,7 +444,13 @@ def _retire(run: RunState) -> None:
     run.retiring = True
     run.stopping = True
     run.abandon()
-    asyncio.ensure_future(_retire_when_quiet(run, run.prepared))
+    get_engine().track(asyncio.ensure_future(_retire_when_quiet(run, run.prepared)))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark an evaluation's failure as seen (the run's outcome already reports it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
@@ -445,20 +461,33 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     been entered for a moment, terminating and closing are safe."""
     engine = get_engine()
     evaluation = run.evaluation
-    finished = run.envelope is not None or (evaluation is not None and evaluation.done())
+    terminated = False
     for _ in range(400):  # about 2 s at most
-        settled = evaluation is None or evaluation.done() or not finished
-        if settled and run.quiet(0.01 if finished else 0.02):
+        evaluation = run.evaluation
+        parked = prepared.parked
+        if evaluation is None:
+            finished = parked is None or parked.done()
+        else:
+            finished = run.envelope is not None or evaluation.done()
+        if finished:
+            # The harness is silent after its outcome: close once the evaluation has returned.
+            if (evaluation is None or evaluation.done()) and run.quiet(0.01):
+                break
+        elif not terminated and evaluation is not None and run.quiet(0.02):
+            # Still running (cancelled): terminate(), the one stop jsrun offers. Sleeping first
+            # lets a thread waiting for the GIL to enter a host function in (it would show up
+            # below); the check and the call that follow leave it a window of microseconds.
+            time.sleep(0.001)
+            if run.envelope is None and run.quiet(0.001) and not evaluation.done():
+                _terminate(prepared)
+                terminated = True
+        if terminated and evaluation is not None and evaluation.done():
             break
         await asyncio.sleep(0.005)
     else:
         # A host function still blocks the isolate thread: leak the isolate, never deadlock.
         _resolve_retired(run)
         return
-    if not finished:
-        # Still running (cancelled): the one stop jsrun offers. The program gets STOP from any
-        # host function it calls, so after a quiet moment it is computing in pure JavaScript.
-        _terminate(prepared)
     run.prepared = None  # runtimes never leave this thread
     engine.dispose(prepared)
     _resolve_retired(run)

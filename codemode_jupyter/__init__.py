@@ -73,3 +73,8 @@ def available_tools(tools: str | None = None) -> dict[str, Callable[..., Any]]:
 def stubs(tools: str | None = None) -> str:
     """The TypeScript declarations the next ``%%codemode`` cell is given."""
     return _magics().toolset(tools).stubs()
+
+
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """Where JupyterLab finds the prebuilt extension (``jupyter labextension develop``)."""
+    return [{"src": "labextension", "dest": "codemode-jupyter"}]

@@ -34,24 +34,3 @@ def make_executor() -> Iterator[Callable[..., Executor]]:
 def executor(make_executor: Callable[..., Executor]) -> Executor:
     """A plain executor: 5 s timeout, default heap, no capabilities."""
     return make_executor()
-
-
-class EventRecorder:
-    """An ``on_event`` observer that keeps every event (observers run on engine threads)."""
-
-    def __init__(self) -> None:
-        self.events: list[Any] = []
-
-    def __call__(self, event: Any) -> None:
-        self.events.append(event)
-
-    def names(self) -> list[str]:
-        return [type(e).__name__ for e in self.events]
-
-    def of(self, kind: type) -> list[Any]:
-        return [e for e in self.events if isinstance(e, kind)]
-
-
-@pytest.fixture
-def recorder() -> EventRecorder:
-    return EventRecorder()

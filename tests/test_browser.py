@@ -5,7 +5,8 @@ A JupyterLab server runs on a copy of ``notebooks/`` (127.0.0.1, a free port, a 
 Cells* is clicked, and the page's DOM is checked: every ``%%codemode`` cell rendered its widget
 (status, trace rows with the function names, console lines, the stubs pane), the failing cell
 shows its error, and the body of a ``%%codemode`` cell is highlighted as JavaScript (by the
-``codemode-jupyter`` lab extension). Screenshots go to ``test-artifacts/browser/``; with
+``codemode-jupyter`` lab extension), in JupyterLab and in Notebook 7. The serving notebook is run
+the same way and its server panel checked. Screenshots go to ``test-artifacts/browser/``; with
 ``CODEMODE_UPDATE_SCREENSHOT=1`` the README's ``docs/quickstart.png`` is replaced too.
 
 Chromium is Debian's (``/usr/bin/chromium``); Playwright never downloads a browser here. Without
@@ -147,7 +148,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log = open(ARTIFACTS / "jupyterlab.log", "w", encoding="utf-8")  # noqa: SIM115
+    log = open(ARTIFACTS / "jupyterlab.log", "w", encoding="utf-8")
     server = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=base)
     lab = Lab(f"http://127.0.0.1:{port}", token, root)
     try:

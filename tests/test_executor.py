@@ -8,7 +8,6 @@ import dataclasses
 import datetime
 import decimal
 import enum
-import os
 import threading
 import time
 import uuid
@@ -491,6 +490,32 @@ async def test_only_registered_names_are_reachable(executor: Executor, access: s
     assert called == []
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="ENGINE BUG: jsrun's op dispatchers (__host_op_sync__, __host_op_async__, "
+    "__jsrunCallSync, __jsrunCallAsync, __jsrun_from_py_stream) stay on globalThis: a program "
+    "can call the bridges by op id, e.g. run a default sync tool on the isolate thread or "
+    "forge its own outcome through the done bridge (harness.js prepare() hides only __cm_*)",
+)
+async def test_raw_bridges_are_not_reachable(executor: Executor) -> None:
+    code = """
+    const raw = Object.getOwnPropertyNames(globalThis).filter(
+      (n) => n.startsWith("__") || /jsrun|host_op/i.test(n));
+    const forged = [];
+    for (const name of raw) {
+      const op = globalThis[name];
+      if (typeof op !== "function") continue;
+      for (let id = 0; id < 8; id++) {
+        try { op(id, '{"result": "forged", "dropped": 0}'); } catch (e) {}
+      }
+    }
+    return {raw, result: "real"};
+    """
+    result = ok(await executor.execute(code, fns={"spy": lambda: "called"}))
+    assert result.result == {"raw": [], "result": "real"}
+    assert result.calls == []
+
+
 async def test_codemode_is_frozen(executor: Executor) -> None:
     code = """
     const out = [];
@@ -968,4 +993,3 @@ async def test_capabilities_and_fns_together(make_executor, monkeypatch) -> None
     executor = make_executor(capabilities=[EnvCapability(allowed_keys=["CM_TEST"])])
     code = "(await codemode.env.get({key: 'CM_TEST'})) + (await codemode.suffix())"
     assert ok(await executor.execute(code, fns={"suffix": lambda: "!"})).result == "v!"
-    assert os.environ["CM_TEST"] == "v"

@@ -298,7 +298,7 @@ def test_readme_main_job_command(kernel_env: None, tmp_path: Path) -> None:
 
 def test_serving(run: Callable[[str], Executed]) -> None:
     s = run("serving")
-    assert not s.outputs("load"), "registering the serve magics prints nothing"
+    assert not s.outputs("load"), "loading the extension prints nothing"
     served = s.stdout("serve")
     url = re.search(r"URL:\s+(http://127\.0\.0\.1:\d+/mcp)", served)
     token = re.search(r"Token:\s+(\S+)", served)
