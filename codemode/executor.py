@@ -15,6 +15,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 from jsrun import JavaScriptError, RuntimeTerminated
@@ -330,7 +331,7 @@ class Executor:
             outcome = _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         _retire(run)
         if run.observers:
-            run.emit(RunFinished(run.run_id, outcome, _heap_of(outcome, run)))
+            run.emit(RunFinished(run.run_id, outcome, run.heap_used))
         return outcome
 
     def _evaluation_outcome(
@@ -351,6 +352,8 @@ class Executor:
             data = json.loads(envelope)
         except (TypeError, ValueError):
             return _failed(run, ErrorDetails("internal", "InternalError", repr(envelope)[:200]))
+        heap = data.get("heap")
+        run.heap_used = heap if isinstance(heap, int) else None
         dropped = int(data.get("dropped") or 0)
         if "error" in data:
             e = data["error"]
@@ -396,21 +399,17 @@ class _Cancelled(Exception):
     """The run was cancelled before its program started."""
 
 
+@dataclass(slots=True, kw_only=True)
 class _Spec:
     """One run's program as the engine needs it: a script for a fresh runtime, a job for a
     parked one."""
 
-    __slots__ = ("code", "script", "job", "timeout", "heap", "filename")
-
-    def __init__(
-        self, *, code: str, script: str, job: str, timeout: float, heap: int, filename: str
-    ) -> None:
-        self.filename = filename
-        self.code = code
-        self.script = script
-        self.job = job
-        self.timeout = timeout
-        self.heap = heap
+    code: str
+    script: str
+    job: str
+    timeout: float
+    heap: int
+    filename: str
 
 
 def _failed(run: RunState, details: ErrorDetails, dropped: int = 0) -> RunFailed:
@@ -528,16 +527,6 @@ async def _locate_syntax_error(
         outcome.error = str(details)
     except Exception:  # noqa: BLE001 - the location is a nicety
         return
-
-
-def _heap_of(outcome: RunResult, run: RunState) -> int | None:
-    if run.envelope is None:
-        return None
-    try:
-        heap = json.loads(run.envelope).get("heap")
-    except ValueError:
-        return None
-    return heap if isinstance(heap, int) else None
 
 
 def _timeout_details(spec: _Spec) -> ErrorDetails:

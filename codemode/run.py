@@ -119,7 +119,7 @@ class RunState:
         # again, so terminating its isolate cannot deadlock on the GIL (jsrun's terminate()
         # holds the GIL while it waits for the isolate thread).
         self.stopping = False
-        self.stop_acked = False
+        self.heap_used: int | None = None
         self.retiring = False
         self.has_slot = False
         self.retired: asyncio.Future[None] | None = None
@@ -155,7 +155,6 @@ class RunState:
 
     def _log(self, level: str, text: str) -> int:
         if self.stopping:
-            self.stop_acked = True
             return STOP_LOG
         if level == "dropped":
             # The harness reports how many lines it has dropped since the log filled up.
@@ -238,8 +237,7 @@ class RunState:
         self.in_sync += 1
         try:
             if self.stopping:
-                self.stop_acked = True
-                return STOP_ENVELOPE
+                    return STOP_ENVELOPE
             tool = self.tools.get(name) if isinstance(name, str) else None
             if tool is None:
                 return error_envelope(f"no tool named {name!r}", "LookupError")
@@ -302,7 +300,6 @@ class RunState:
         """Once a run is stopping, async calls never answer while its isolate lives: an answer
         would make the isolate thread take the GIL at a moment the engine may be blocked in
         jsrun's terminate()/close() holding it. They return once the runtime is closed."""
-        self.stop_acked = True
         retired = self.retired
         if retired is not None and not retired.done():
             try:
