@@ -237,7 +237,7 @@ class RunState:
         self.in_sync += 1
         try:
             if self.stopping:
-                    return STOP_ENVELOPE
+                return STOP_ENVELOPE
             tool = self.tools.get(name) if isinstance(name, str) else None
             if tool is None:
                 return error_envelope(f"no tool named {name!r}", "LookupError")
