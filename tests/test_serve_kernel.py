@@ -62,6 +62,10 @@ class Kernel:
         self.messages: list[tuple[float, dict[str, Any]]] = []
         self.lock = threading.Lock()
         self.replies: dict[str, dict[str, Any]] = {}
+        self.resume()
+
+    def resume(self) -> None:
+        """Read IOPub in a thread (again, after :meth:`close`)."""
         self._stop = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -626,8 +630,14 @@ def test_kernel_restart_stops_the_server(kernel: Kernel) -> None:
     kernel.ok("%codemode_serve --no-panel")
     port = kernel.value("cms.current().port")
     began = time.monotonic()
-    kernel.km.restart_kernel(now=False)
-    kernel.kc.wait_for_ready(timeout=60)
+    # wait_for_ready reads IOPub itself, and a ZMQ socket must never be used from two threads
+    # (libzmq aborts the process): stop the reader thread meanwhile.
+    kernel.close()
+    try:
+        kernel.km.restart_kernel(now=False)
+        kernel.kc.wait_for_ready(timeout=60)
+    finally:
+        kernel.resume()
     assert time.monotonic() - began < 20
     assert_port_free(port)
 
