@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from kernelspec import write_test_kernelspec
 
 pytestmark = [pytest.mark.browser, pytest.mark.kernel, pytest.mark.timeout(600)]
 
@@ -93,19 +94,10 @@ class Lab:
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """A JupyterLab server on a temporary copy of the notebooks."""
     _require(_has_module("jupyterlab"), "JupyterLab is not installed (pip install -e '.[test]')")
-    from ipykernel.kernelspec import write_kernel_spec
-
     base = tmp_path_factory.mktemp("lab")
     root = base / "notebooks"
     shutil.copytree(NOTEBOOKS, root, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    write_kernel_spec(
-        str(base / "data" / "kernels" / "python3"),
-        overrides={
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "env": {"PYTHONPATH": path},
-        },
-    )
+    write_test_kernelspec(base / "data")
     settings = base / "settings"
     _write_json(
         settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings",

@@ -4,8 +4,6 @@ cell, all through a real ipykernel driven with jupyter_client messages.
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,20 +31,10 @@ async def fetch_user(user_id: int) -> dict:
 
 
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]]:
+def kernel(kernel_env: None) -> Iterator[tuple[Any, Any]]:
     """A kernel for this interpreter and checkout (own ``python3`` kernelspec), set up."""
-    from ipykernel.kernelspec import write_kernel_spec
     from jupyter_client.manager import start_new_kernel
 
-    root = tmp_path_factory.mktemp("jupyter")
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    write_kernel_spec(
-        str(root / "kernels" / "python3"),
-        overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                            "{connection_file}"], "env": {"PYTHONPATH": path}},
-    )
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), saved) if p)
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60)
     try:
         assert execute(kc, SETUP)["status"] == "ok"
@@ -54,10 +42,6 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Any]
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
-        if saved is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = saved
 
 
 def execute(kc: Any, code: str, timeout: float = 30) -> dict[str, Any]:

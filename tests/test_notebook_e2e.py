@@ -6,10 +6,7 @@ kernel carrying on); a second one checks that a failing cell stops execution lik
 from __future__ import annotations
 
 import json
-import os
 import re
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,25 +60,6 @@ CELLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A ``python3`` kernelspec for this interpreter that imports this checkout."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    root = tmp_path_factory.mktemp("jupyter")
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    write_kernel_spec(
-        str(root / "kernels" / "python3"),
-        overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                            "{connection_file}"], "env": {"PYTHONPATH": path}},
-    )
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), saved) if p)
-    yield
-    if saved is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = saved
 
 
 def _notebook(cells: list[str]) -> Any:

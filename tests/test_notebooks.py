@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import re
 import shlex
 import shutil
@@ -41,26 +40,9 @@ on an idle machine, the bound leaves room for a busy one)."""
 
 
 @pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A ``python3`` kernelspec for this interpreter that imports this checkout."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    root = tmp_path_factory.mktemp("jupyter")
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    write_kernel_spec(
-        str(root / "kernels" / "python3"),
-        overrides={
-            "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "env": {"PYTHONPATH": path},
-        },
-    )
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), saved) if p)
+def notebook_kernel(kernel_env: None) -> Iterator[None]:
+    """The test kernelspec; executed notebooks are forgotten after the module."""
     yield
-    if saved is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = saved
     _executed.cache_clear()
 
 
@@ -129,7 +111,9 @@ def _executed(name: str, workroot: str) -> Executed:
 
 
 @pytest.fixture(scope="module")
-def run(kernel_env: None, tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Executed]:
+def run(
+    notebook_kernel: None, tmp_path_factory: pytest.TempPathFactory
+) -> Callable[[str], Executed]:
     root = tmp_path_factory.mktemp("notebooks")
     return lambda name: _executed(name, str(root))
 
@@ -220,7 +204,8 @@ def test_quickstart(run: Callable[[str], Executed]) -> None:
     assert "did not finish within 0.5 s" in q.error("timeout")["evalue"]
     assert q.logs("timeout") == [("log", "about to spin forever")]
     assert q.stdout("last").splitlines() == [
-        "failed - TimeoutError", "console: about to spin forever",
+        "failed - TimeoutError",
+        "console: about to spin forever",
     ]
     assert not q.outputs("last-trace", "display_data"), "--quiet shows no widget"
     assert q.value("last-trace") == "'42 and sunny'"
@@ -243,7 +228,8 @@ def test_capabilities(run: Callable[[str], Executed]) -> None:
     assert json.loads(ast.literal_eval(c.value("fs-check"))) == {"north": 165, "south": 80}
 
     assert json.loads(c.widget("env")["result"]) == {
-        "region": "eu-west", "secret": "(not readable)",
+        "region": "eu-west",
+        "secret": "(not readable)",
     }
     assert ("log", 'visible variables: ["DEMO_REGION"]') in c.logs("env")
     assert "do-not-leak" not in json.dumps(c.widget("env"))
@@ -271,7 +257,7 @@ def _readme_command() -> str:
     return next(part.strip() for part in line.split("&&") if "jupyter nbconvert" in part)
 
 
-def test_readme_main_job_command(kernel_env: None, tmp_path: Path) -> None:
+def test_readme_main_job_command(notebook_kernel: None, tmp_path: Path) -> None:
     """The nbconvert step of README's main job, run as written from a copy of the repository
     layout: Run All through the tagged failing cells, an HTML copy with the outputs."""
     command = shlex.split(_readme_command())
@@ -314,7 +300,8 @@ def test_serving(run: Callable[[str], Executed]) -> None:
     reply = ast.literal_eval(s.value("client"))
     assert reply["success"] and reply["logs"] == ["checked 3 items"] and reply["calls"] == 6
     assert reply["result"] == [
-        {"item": "tea", "stock": 12, "price": 2.5}, {"item": "cake", "stock": 3, "price": 4.25},
+        {"item": "tea", "stock": 12, "price": 2.5},
+        {"item": "cake", "stock": 3, "price": 4.25},
     ]
     assert s.stdout("live-call").strip() == "coffee in stock: 5 | in the notebook: 5"
     assert s.value("auth") == "(401, 401)"
@@ -323,7 +310,8 @@ def test_serving(run: Callable[[str], Executed]) -> None:
     assert "requests: 3 (3 ok, 0 failed" in status
     assert "codemode.*: in_stock, price, restock" in status
     assert s.stdout("records").splitlines() == [
-        "execute ok 2 calls: ['restock', 'in_stock']", "result: 5",
+        "execute ok 2 calls: ['restock', 'in_stock']",
+        "result: 5",
     ]
 
     exported = s.stdout("export")

@@ -16,7 +16,6 @@ import queue
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -156,21 +155,8 @@ class Kernel:
             ]
 
 
-def _kernelspec(root: Path) -> None:
-    """A ``python3`` kernelspec running this interpreter, found first through JUPYTER_PATH."""
-    spec = root / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    kernel = {"argv": argv, "display_name": "Python 3 (test)", "language": "python"}
-    (spec / "kernel.json").write_text(json.dumps(kernel))
-
-
 @pytest.fixture(scope="module")
-def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
-    root = tmp_path_factory.mktemp("jupyter")
-    _kernelspec(root)
-    previous = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(root), previous]))
+def kernel(kernel_env: None) -> Iterator[Kernel]:
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path}
     km, kc = start_new_kernel(kernel_name="python3", startup_timeout=60, env=env, cwd=str(REPO))
@@ -185,10 +171,6 @@ def kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
         k.close()
         kc.stop_channels()
         km.shutdown_kernel(now=False)
-        if previous is None:
-            os.environ.pop("JUPYTER_PATH", None)
-        else:
-            os.environ["JUPYTER_PATH"] = previous
 
 
 NOTEBOOK = '''

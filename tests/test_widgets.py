@@ -6,13 +6,10 @@ from __future__ import annotations
 
 import importlib.resources
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -294,25 +291,6 @@ def test_front_end_module_renders_deltas_and_final_state(node: str, tmp_path: Pa
 # ---------------------------------------------------------------- through a real kernel
 
 
-@pytest.fixture(scope="module")
-def kernel_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A ``python3`` kernelspec for this interpreter that imports this checkout."""
-    from ipykernel.kernelspec import write_kernel_spec
-
-    root = tmp_path_factory.mktemp("jupyter")
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    write_kernel_spec(
-        str(root / "kernels" / "python3"),
-        overrides={"argv": [sys.executable, "-m", "ipykernel_launcher", "-f",
-                            "{connection_file}"], "env": {"PYTHONPATH": path}},
-    )
-    saved = os.environ.get("JUPYTER_PATH")
-    os.environ["JUPYTER_PATH"] = os.pathsep.join(p for p in (str(root), saved) if p)
-    yield
-    if saved is None:
-        os.environ.pop("JUPYTER_PATH", None)
-    else:
-        os.environ["JUPYTER_PATH"] = saved
 
 
 @pytest.mark.kernel
