@@ -8,6 +8,8 @@ both work. Input mistakes raise ``UsageError`` (no traceback); a failed program 
 
 from __future__ import annotations
 
+import keyword
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -81,14 +83,14 @@ class CodeMode(Magics):
 
     @validate("timeout_s")
     def _check_timeout(self, proposal: Any) -> float:
-        if proposal["value"] <= 0:
-            raise TraitError("timeout_s must be positive")
+        if not math.isfinite(proposal["value"]) or proposal["value"] <= 0:
+            raise TraitError("timeout_s must be a positive, finite number of seconds")
         return float(proposal["value"])
 
     @validate("max_heap_mb")
     def _check_heap(self, proposal: Any) -> float:
-        if proposal["value"] < 4:
-            raise TraitError("max_heap_mb must be at least 4")
+        if not math.isfinite(proposal["value"]) or proposal["value"] < 4:
+            raise TraitError("max_heap_mb must be a finite number, at least 4")
         return float(proposal["value"])
 
     # ------------------------------------------------------------ what a run can call
@@ -174,12 +176,14 @@ class CodeMode(Magics):
         args = parse_argstring(self.codemode, line)
         timeout = self.timeout_s if args.timeout is None else args.timeout
         heap = self.max_heap_mb if args.heap is None else args.heap
-        if timeout <= 0:
-            raise UsageError("--timeout must be positive")
-        if heap < 4:
-            raise UsageError("--heap must be at least 4 (MiB)")
-        if args.out is not None and not str(args.out).isidentifier():
-            raise UsageError(f"-o/--out needs a variable name, not {args.out!r}")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise UsageError(
+                f"--timeout must be a positive, finite number of seconds, not {timeout}"
+            )
+        if not math.isfinite(heap) or heap < 4:
+            raise UsageError(f"--heap must be a finite number of MiB, at least 4, not {heap}")
+        if args.out is not None:
+            self._check_out_name(str(args.out))
         toolset = self.toolset(args.tools)
         widgets = self._use_widgets(args.quiet)
         presenter: Presenter
@@ -254,6 +258,18 @@ class CodeMode(Magics):
             return True
         return getattr(self.shell, "kernel", None) is not None
 
+    def _check_out_name(self, name: str) -> None:
+        """Refuse ``-o`` names that cannot hold a value, or whose value keeps the shell working
+        (``-o __builtins__`` would break every later cell, ``-o Out`` the output history)."""
+        if not name.isidentifier() or keyword.iskeyword(name):
+            raise UsageError(f"-o/--out needs a variable name, not {name!r}")
+        hidden = getattr(self.shell, "user_ns_hidden", {}) or {}
+        if (name.startswith("__") and name.endswith("__")) or name in hidden:
+            raise UsageError(
+                f"-o/--out {name!r} would replace a name the notebook itself needs; "
+                "choose another variable name"
+            )
+
     def _cell_number(self) -> int | None:
         count = getattr(self.shell, "execution_count", None)
         return count if isinstance(count, int) else None
@@ -280,4 +296,3 @@ _FACTORIES: dict[str, Any] = {
     "env": EnvCapability,
     "http": HttpCapability,
 }
-

@@ -9,6 +9,7 @@ no traceback. The extension registers these with :func:`register` and removes th
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import weakref
@@ -95,14 +96,14 @@ class ServeMagics(Magics):
 
     def _start(self, args: Any) -> serving.NotebookServer:
         timeout, heap = self._limits(args)
-        if timeout <= 0:
-            raise UsageError("--timeout must be positive")
-        if heap < 4:
-            raise UsageError("--heap must be at least 4 (MiB)")
+        if not math.isfinite(timeout) or timeout <= 0:
+            raise UsageError("--timeout must be a positive, finite number of seconds")
+        if not math.isfinite(heap) or heap < 4:
+            raise UsageError("--heap must be a finite number of MiB, at least 4")
         if args.max_runs < 1:
             raise UsageError("--max-runs must be at least 1")
-        if args.max_body <= 0:
-            raise UsageError("--max-body must be positive")
+        if not math.isfinite(args.max_body) or args.max_body <= 0:
+            raise UsageError("--max-body must be a positive, finite number of MiB")
         port = 0 if args.port is None else args.port
         if not 0 <= port <= 65535:
             raise UsageError(f"--port must be between 0 and 65535, not {port}")

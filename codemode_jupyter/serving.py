@@ -365,13 +365,21 @@ class BodyLimit:
 
     A refused body is still read (and dropped) up to a bound, so that an ordinary client, which
     sends its whole body before reading the answer, gets the 413 instead of a reset connection;
-    past ``drain_bytes`` the answer goes out at once.
+    past ``drain_bytes``, or after ``drain_timeout_s`` (a client that announces a large body and
+    never sends it), the answer goes out at once.
     """
 
-    def __init__(self, app: Any, max_bytes: int, drain_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int,
+        drain_bytes: int | None = None,
+        drain_timeout_s: float = 2.0,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.drain_bytes = drain_bytes if drain_bytes is not None else max(8 * MiB, 4 * max_bytes)
+        self.drain_timeout_s = drain_timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD", "OPTIONS"):
@@ -407,6 +415,12 @@ class BodyLimit:
         await self.app(scope, _replay([first], receive), send)
 
     async def _drain(self, receive: Any, received: int) -> None:
+        try:
+            await asyncio.wait_for(self._drain_all(receive, received), self.drain_timeout_s)
+        except (TimeoutError, asyncio.TimeoutError):
+            pass  # a client holding back its body gets the 413 now
+
+    async def _drain_all(self, receive: Any, received: int) -> None:
         while received <= self.drain_bytes:
             message = await receive()
             if message["type"] != "http.request":

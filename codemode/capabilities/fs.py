@@ -84,6 +84,14 @@ def _is_symlink_at(dir_fd: int, name: str) -> bool:
         return False
 
 
+def _is_dir_at(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a directory, without following a symlink."""
+    try:
+        return st.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _fd_path(fd: int) -> str | None:
     """Where the kernel says ``fd`` points, or None where the platform cannot tell (non-Linux)."""
     try:
@@ -265,8 +273,21 @@ class FsCapability:
             )
         if not path:
             raise ValueError("path is empty; use '.' for the first allowed directory")
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError as exc:
+            raise ValueError(
+                f"path {path!r} cannot be a file name: it contains a lone surrogate at index "
+                f"{exc.start}"
+            ) from None
         joined = path if os.path.isabs(path) else os.path.join(self._roots[0], path)
-        real = os.path.realpath(joined)
+        try:
+            real = os.path.realpath(joined)
+        except OSError as exc:  # a symlink on the way was swapped while it was being read
+            raise CapabilityDenied(
+                f"path {path!r} changed while it was being checked ({exc.strerror}); refusing it "
+                f"(allowed paths: {list(self._roots)})"
+            ) from None
         if self._root_of(real) is not None:
             return real
         allowed = list(self._roots)
@@ -287,7 +308,12 @@ class FsCapability:
                 name, os.O_RDONLY | _O_DIRECTORY | _O_NOFOLLOW | _O_CLOEXEC, dir_fd=dir_fd
             )
         except OSError as exc:
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink_at(dir_fd, name):
+            # ELOOP: it was a symlink when opened. ENOTDIR for something that is a directory or
+            # a symlink now: it was swapped back and forth while being opened.
+            if exc.errno == errno.ELOOP or (
+                exc.errno == errno.ENOTDIR
+                and (_is_symlink_at(dir_fd, name) or _is_dir_at(dir_fd, name))
+            ):
                 raise self._swapped(shown) from None
             raise
 
@@ -311,6 +337,13 @@ class FsCapability:
         rel = os.path.relpath(real, root)
         parts = [] if rel == "." else rel.split(os.sep)
         fd = os.open(root, os.O_RDONLY | _O_DIRECTORY | _O_CLOEXEC)
+        where = _fd_path(fd)
+        if where is not None and where != root:
+            # The root itself was swapped for a symlink after the check: do not walk from there.
+            os.close(fd)
+            raise CapabilityDenied(
+                f"path {shown!r} refused: the allowed path {root!r} now leads to {where!r}"
+            )
         try:
             for part in parts[:-1]:
                 if create_dirs:
@@ -351,8 +384,10 @@ class FsCapability:
             try:
                 fd = os.open(name, flags | _O_NOFOLLOW | _O_CLOEXEC, 0o666, dir_fd=dir_fd)
             except OSError as exc:
-                if exc.errno == errno.ELOOP and _is_symlink_at(dir_fd, name):
+                if exc.errno == errno.ELOOP:  # O_NOFOLLOW met a symlink
                     raise self._swapped(shown) from None
+                if exc.errno == errno.ENXIO:  # a FIFO without reader, a socket, a device
+                    raise ValueError(f"path {shown!r} is not a regular file (other)") from None
                 raise
         finally:
             os.close(dir_fd)

@@ -30,6 +30,7 @@ import asyncio
 import codecs
 import ipaddress
 import re
+import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, TypedDict
 
@@ -50,6 +51,33 @@ _NUMERIC_LABEL = re.compile(r"[0-9]+|0x[0-9a-f]*")
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _CREDENTIAL_HEADERS = ("authorization", "cookie", "proxy-authorization")
 _BODY_HEADERS = ("content-type", "content-length", "transfer-encoding")
+# Framing and hop-by-hop headers come from the request itself: a program setting them could make
+# the client and the server (or a proxy in between) disagree on where a request ends, and smuggle
+# a second request into the first one's body.
+_FRAMING_HEADERS = frozenset(
+    {
+        "content-length",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+    }
+)
+# Printable ASCII and tab: what HTTP/1.1 clients can send as a header value.
+_HEADER_VALUE = re.compile(r"[\t\x20-\x7e]*")
+# Only encodings decoded here, with a bound on the decoded size (see _BoundedDecoder).
+_ACCEPT_ENCODING = "gzip, deflate"
+_MAX_SHOWN = 200
+
+
+def _clip(text: str) -> str:
+    """``text`` shortened for an error message (a program may send a megabyte-long URL)."""
+    if len(text) <= _MAX_SHOWN:
+        return text
+    return f"{text[:_MAX_SHOWN]}… ({len(text)} characters)"
 
 
 class HttpResponse(TypedDict):
@@ -87,13 +115,14 @@ def _canonical_host(raw: str) -> str:
             return ipaddress.IPv6Address(host).compressed
         except ValueError:
             raise ValueError(f"host {raw!r} is not a valid IPv6 address") from None
-    if host.endswith("."):
+    trailing_dot = host.endswith(".")
+    if trailing_dot:
         host = host[:-1]
     if not host:
         raise ValueError("URL has no host")
     if not _HOSTNAME.fullmatch(host):
         raise ValueError(
-            f"host {raw!r} contains characters that are not allowed in a host name "
+            f"host {_clip(raw)!r} contains characters that are not allowed in a host name "
             "(percent-encoding, empty labels and punctuation are refused)"
         )
     if _NUMERIC_LABEL.fullmatch(host.rsplit(".", 1)[-1]):
@@ -101,12 +130,20 @@ def _canonical_host(raw: str) -> str:
             canonical = str(ipaddress.IPv4Address(host))
         except ValueError:
             canonical = ""
-        if canonical != host:
+        if canonical != host or trailing_dot:
             raise ValueError(
-                f"host {raw!r} is an IP address in a non-canonical form (decimal, octal, hex or "
-                "shortened); write IPv4 addresses as four decimal numbers, e.g. '127.0.0.1'"
+                f"host {_clip(raw)!r} is an IP address in a non-canonical form (decimal, octal, "
+                "hex, shortened or with a trailing dot); write IPv4 addresses as four decimal "
+                "numbers, e.g. '127.0.0.1'"
             )
     return host
+
+
+def _is_canonical_ipv4(host: str) -> bool:
+    try:
+        return str(ipaddress.IPv4Address(host)) == host
+    except ValueError:
+        return False
 
 
 def _parse_rule(entry: str) -> _HostRule:
@@ -264,7 +301,8 @@ class HttpCapability:
             if exc.args:  # Already explained by _exchange.
                 raise
             raise TimeoutError(
-                f"HTTP {verb} {url} did not complete within timeout_s={self._timeout_s:g} seconds"
+                f"HTTP {verb} {_clip(url)} did not complete within "
+                f"timeout_s={self._timeout_s:g} seconds"
             ) from None
 
     # ------------------------------------------------------------------------------ request policy
@@ -272,14 +310,16 @@ class HttpCapability:
     def _denied_host(self, host: str, port: int) -> CapabilityDenied:
         if not self._rules:
             return CapabilityDenied(
-                f"host {host!r} is not allowed (allowed hosts: none — pass allowed_hosts=[...] "
-                "to HttpCapability)"
+                f"host {_clip(host)!r} is not allowed (allowed hosts: none — pass "
+                "allowed_hosts=[...] to HttpCapability)"
             )
         if any(self._host_matches(rule, host) for rule in self._rules):
             return CapabilityDenied(
                 f"port {port} on host {host!r} is not allowed (allowed hosts: {self._entries})"
             )
-        return CapabilityDenied(f"host {host!r} is not allowed (allowed hosts: {self._entries})")
+        return CapabilityDenied(
+            f"host {_clip(host)!r} is not allowed (allowed hosts: {self._entries})"
+        )
 
     @staticmethod
     def _host_matches(rule: _HostRule, host: str) -> bool:
@@ -291,15 +331,16 @@ class HttpCapability:
         """Parse ``url`` and refuse it unless it unambiguously targets an allowed host."""
         if not isinstance(url, str):
             raise TypeError(f"url must be a string, got {type(url).__name__}")
+        shown = _clip(url)
         if any(ord(c) < 0x21 or ord(c) == 0x7F or c.isspace() for c in url):
             raise CapabilityDenied(
-                f"URL {url!r} contains whitespace or control characters, which are not allowed; "
+                f"URL {shown!r} contains whitespace or control characters, which are not allowed; "
                 "percent-encode them"
             )
         if "\\" in url:
             raise CapabilityDenied(
-                f"URL {url!r} contains a backslash, which is not allowed (parsers disagree on its "
-                "meaning); percent-encode it as %5C"
+                f"URL {shown!r} contains a backslash, which is not allowed (parsers disagree on "
+                "its meaning); percent-encode it as %5C"
             )
         scheme, sep, rest = url.partition("://")
         authority = re.split(r"[/?#]", rest, maxsplit=1)[0] if sep else ""
@@ -307,33 +348,34 @@ class HttpCapability:
             parsed = httpx.URL(url)
         except httpx.InvalidURL as exc:
             host = authority.rpartition("@")[2].rpartition(":")[0] or authority
-            if re.fullmatch(r"[0-9a-fA-FxX.]+", host):
+            if re.fullmatch(r"[0-9a-fA-FxX.]+", host) and not _is_canonical_ipv4(host):
                 raise CapabilityDenied(
-                    f"URL {url!r} refused: host {host!r} is an IP address in a non-canonical form; "
-                    "write IPv4 addresses as four decimal numbers, e.g. '127.0.0.1'"
+                    f"URL {shown!r} refused: host {_clip(host)!r} is an IP address in a "
+                    "non-canonical form; write IPv4 addresses as four decimal numbers, e.g. "
+                    "'127.0.0.1'"
                 ) from None
-            raise ValueError(f"invalid URL {url!r}: {exc}") from None
+            raise ValueError(f"invalid URL {shown!r}: {exc}") from None
         scheme = parsed.scheme
         if scheme not in self._schemes:
             if not scheme:
                 raise ValueError(
-                    f"URL {url!r} is not absolute; write it with a scheme, e.g. 'https://host/path'"
+                    f"URL {shown!r} is not absolute; write it with a scheme, e.g. 'https://host/path'"
                 )
             raise CapabilityDenied(
                 f"URL scheme {scheme!r} is not allowed (allowed schemes: {list(self._schemes)})"
             )
         if "@" in authority or parsed.userinfo:
             raise CapabilityDenied(
-                f"URL {url!r} contains credentials ('user@' before the host), which are not "
+                f"URL {shown!r} contains credentials ('user@' before the host), which are not "
                 "allowed; send credentials in headers instead"
             )
         try:
             host = _canonical_host(parsed.raw_host.decode("ascii"))
         except (ValueError, UnicodeError) as exc:
-            raise CapabilityDenied(f"URL {url!r} refused: {exc}") from None
+            raise CapabilityDenied(f"URL {shown!r} refused: {exc}") from None
         port = parsed.port if parsed.port is not None else _DEFAULT_PORTS[scheme]
         if not 0 < port < 65536:
-            raise ValueError(f"URL {url!r} has an invalid port {port}")
+            raise ValueError(f"URL {shown!r} has an invalid port {port}")
         if not (self._allow_any or self._port_host_allowed(host, port)):
             raise self._denied_host(host, port)
         return parsed
@@ -362,13 +404,23 @@ class HttpCapability:
         checked: dict[str, str] = {}
         for name, value in headers.items():
             if not isinstance(name, str) or not _TOKEN.fullmatch(name):
-                raise ValueError(f"invalid header name {name!r}")
-            if not isinstance(value, str) or any(c in value for c in "\r\n\0"):
-                raise ValueError(f"invalid value for header {name!r}: must be a one-line string")
-            if name.lower() == "host":
+                raise ValueError(f"invalid header name {_clip(str(name))!r}")
+            if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+                raise ValueError(
+                    f"invalid value for header {name!r}: must be a one-line string of printable "
+                    "ASCII characters (no CR, LF, NUL or other control characters; "
+                    "percent-encode anything else)"
+                )
+            lowered = name.lower()
+            if lowered == "host":
                 raise CapabilityDenied(
                     "setting the Host header is not allowed; the host comes from the URL, which is "
                     "checked against the allowed hosts"
+                )
+            if lowered in _FRAMING_HEADERS:
+                raise CapabilityDenied(
+                    f"setting the {name} header is not allowed: message framing and connection "
+                    "headers are set from the request itself (pass the body as body or json)"
                 )
             checked[name] = value
         return checked
@@ -396,7 +448,16 @@ class HttpCapability:
                     request = client.build_request(
                         method, url, headers=headers, content=content, json=json
                     )
-                    response = await client.send(request, stream=True)
+                    if not any(k.lower() == "accept-encoding" for k in headers):
+                        request.headers["Accept-Encoding"] = _ACCEPT_ENCODING
+                    try:
+                        response = await client.send(request, stream=True)
+                    except httpx.InvalidURL as exc:
+                        # httpx parses a redirect's Location before handing the response back.
+                        raise CapabilityDenied(
+                            f"redirect from {_clip(str(url))} refused: its Location is not a "
+                            f"valid URL ({exc})"
+                        ) from None
                     try:
                         if not (follow_redirects and response.has_redirect_location):
                             data = await self._read_body(response, url)
@@ -404,7 +465,7 @@ class HttpCapability:
                         if hops >= self._max_redirects:
                             raise RuntimeError(
                                 f"too many redirects: stopped after max_redirects="
-                                f"{self._max_redirects} at {url}"
+                                f"{self._max_redirects} at {_clip(str(url))}"
                             )
                         location = response.headers["location"]
                     finally:
@@ -425,27 +486,29 @@ class HttpCapability:
                     url = next_url
         except httpx.TimeoutException as exc:
             raise TimeoutError(
-                f"HTTP {method} {url} timed out ({type(exc).__name__}) within "
+                f"HTTP {method} {_clip(str(url))} timed out ({type(exc).__name__}) within "
                 f"timeout_s={self._timeout_s:g} seconds"
             ) from None
         except httpx.HTTPError as exc:
             raise ConnectionError(
-                f"HTTP {method} {url} failed: {type(exc).__name__}: {exc}"
+                f"HTTP {method} {_clip(str(url))} failed: {type(exc).__name__}: {_clip(str(exc))}"
             ) from None
 
     def _check_redirect(self, current: httpx.URL, location: str) -> httpx.URL:
         """Resolve a Location header against the current URL and apply the full URL policy."""
         try:
             if "\\" in location or any(ord(c) < 0x21 or ord(c) == 0x7F for c in location):
-                raise CapabilityDenied(f"Location {location!r} contains forbidden characters")
+                raise CapabilityDenied(
+                    f"Location {_clip(location)!r} contains forbidden characters"
+                )
             try:
                 target = str(current.join(location))
             except httpx.InvalidURL as exc:
-                raise ValueError(f"invalid redirect Location {location!r}: {exc}") from None
+                raise ValueError(f"invalid redirect Location {_clip(location)!r}: {exc}") from None
             return self._check_url(target)
         except CapabilityDenied as exc:
             raise CapabilityDenied(
-                f"redirect from {current} to {location!r} refused: {exc}"
+                f"redirect from {_clip(str(current))} to {_clip(location)!r} refused: {exc}"
             ) from None
 
     async def _read_body(self, response: httpx.Response, url: httpx.URL) -> bytes:
@@ -456,17 +519,24 @@ class HttpCapability:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise ValueError(
-                f"response from {url} is {declared} bytes (Content-Length), more than "
+                f"response from {_clip(str(url))} is {declared} bytes (Content-Length), more than "
                 f"max_response_bytes={limit}"
             )
+        decoder = _BoundedDecoder(response.headers.get_list("content-encoding"), url)
         data = bytearray()
-        async for chunk in response.aiter_bytes():
-            data += chunk
+        async for chunk in response.aiter_raw():
+            data += decoder.decode(chunk, limit + 1 - len(data))
             if len(data) > limit:
                 raise ValueError(
-                    f"response body from {url} exceeded max_response_bytes={limit}; "
+                    f"response body from {_clip(str(url))} exceeded max_response_bytes={limit}; "
                     "the transfer was aborted"
                 )
+        data += decoder.flush(limit + 1 - len(data))
+        if len(data) > limit:
+            raise ValueError(
+                f"response body from {_clip(str(url))} exceeded max_response_bytes={limit}; "
+                "the transfer was aborted"
+            )
         return bytes(data)
 
     @staticmethod
@@ -485,4 +555,69 @@ class HttpCapability:
                 for name in response.headers.keys()
             },
             text=data.decode(encoding, errors="replace"),
+        )
+
+
+class _BoundedDecoder:
+    """Undo a response's Content-Encoding without ever producing more than asked for.
+
+    httpx's own decoders inflate a whole network chunk at once, so a small compressed body (a
+    "zip bomb") could take hundreds of megabytes before the size limit is even checked. Here each
+    call inflates at most ``room`` bytes; whatever would come after is never produced.
+    """
+
+    def __init__(self, encodings: Sequence[str], url: httpx.URL) -> None:
+        names = [
+            part.strip().lower()
+            for value in encodings
+            for part in value.split(",")
+            if part.strip() and part.strip().lower() != "identity"
+        ]
+        self._url = url
+        self._zlib: Any = None
+        self._raw_deflate = False
+        self._started = False
+        if len(names) > 1:
+            raise ValueError(
+                f"response from {_clip(str(url))} uses several content encodings {names}; "
+                "only one of gzip or deflate is supported"
+            )
+        self._encoding = names[0] if names else ""
+        if self._encoding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self._encoding == "deflate":
+            self._zlib = zlib.decompressobj()
+        elif self._encoding:
+            raise ValueError(
+                f"response from {_clip(str(url))} uses Content-Encoding {self._encoding!r}, which "
+                "is not supported (only gzip and deflate)"
+            )
+
+    def decode(self, chunk: bytes, room: int) -> bytes:
+        """Up to ``room`` decoded bytes from ``chunk``; more means the limit is passed."""
+        if self._zlib is None:
+            return chunk
+        try:
+            out = self._zlib.decompress(chunk, room)
+        except zlib.error as exc:
+            if self._encoding == "deflate" and not self._started and not self._raw_deflate:
+                # Some servers send raw deflate without the zlib header.
+                self._raw_deflate = True
+                self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                return self.decode(chunk, room)
+            raise self._corrupt(exc) from None
+        self._started = True
+        return out
+
+    def flush(self, room: int) -> bytes:
+        if self._zlib is None:
+            return b""
+        try:
+            return self._zlib.flush(max(room, 1))
+        except zlib.error as exc:
+            raise self._corrupt(exc) from None
+
+    def _corrupt(self, exc: zlib.error) -> ValueError:
+        return ValueError(
+            f"response body from {_clip(str(self._url))} is not valid {self._encoding} data: {exc}"
         )
