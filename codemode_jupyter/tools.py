@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar, overload
 
 from codemode.executor import inline as mark_inline
+from codemode.registry import validate_name
 from codemode.stubs import js_identifier
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -71,7 +72,8 @@ def tool_name(name: str) -> str:
     parts = [part.strip() for part in str(name).split(".")]
     if not parts or not all(_PART.match(part) for part in parts):
         raise ValueError(f"invalid tool name {name!r}: use identifiers, optionally dotted")
-    return ".".join(js_identifier(part) for part in parts)
+    # ``then``, ``constructor``, ``__proto__``... mean something on every JavaScript object.
+    return validate_name(".".join(js_identifier(part) for part in parts))
 
 
 def forget(name: str) -> None:
@@ -127,7 +129,11 @@ def discover(namespace: Mapping[str, Any], hidden: Mapping[str, Any] | None = No
     found: dict[str, Callable[..., Any]] = {}
     for name, value in list(namespace.items()):
         if is_notebook_function(name, value, hidden):
-            found[js_identifier(name)] = value
+            try:
+                # never exposed: a function named ``then`` would make ``codemode`` a thenable
+                found[validate_name(js_identifier(name))] = value
+            except ValueError:
+                continue
     return found
 
 

@@ -199,6 +199,21 @@ def test_discovery_rules(ip: InteractiveShell) -> None:
     assert "display" not in names
 
 
+def test_names_special_on_javascript_objects_are_never_exposed(ip: InteractiveShell) -> None:
+    run(ip, "def then(resolve):\n    return 1\ndef constructor() -> int:\n    return 2")
+    try:
+        names = set(codemode_jupyter.available_tools())
+        assert "then" not in names and "constructor" not in names
+        # a `then` tool would make `codemode` a thenable: awaiting it must stay harmless
+        assert run(ip, "%%codemode\nconst c = await codemode;\nreturn typeof c.add;") == "function"
+        for name in ("then", "constructor", "__proto__", "math.__proto__"):
+            with pytest.raises(ValueError, match="special meaning"):
+                codemode_jupyter.tool(len, name=name)
+    finally:
+        ip.user_ns.pop("then", None)
+        ip.user_ns.pop("constructor", None)
+
+
 def test_redefinition_takes_effect_at_the_next_run(ip: InteractiveShell) -> None:
     assert run(ip, "%%codemode\nreturn await codemode.triple({x: 2})") == 6
     run(ip, "def triple(x: int) -> int:\n    return 30 * x")
