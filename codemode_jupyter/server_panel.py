@@ -109,7 +109,8 @@ class ServerPanel(anywidget.AnyWidget):
             tools=server.tool_names,
             limits=(
                 f"{server.timeout_s:g} s per program, {server.max_heap_bytes / 2**20:g} MiB heap, "
-                f"{server.max_concurrent_runs} at once, bodies up to {server.max_body_bytes} bytes"
+                f"{server.max_concurrent_runs} at once, "
+                f"bodies up to {server.max_body_bytes / 2**20:g} MiB"
             ),
             **kwargs,
         )

@@ -175,13 +175,17 @@ function render({ model, el }) {
   const thead = h("thead");
   const headRow = h("tr");
   for (const name of ["#", "function", "arguments", "result / error", "start", "duration", ""]) {
-    headRow.append(h("th", null, name));
+    // Numeric columns are right-aligned, like their cells.
+    headRow.append(h("th", ["#", "start", "duration"].includes(name) ? "cmj-num" : null, name));
   }
   thead.append(headRow);
   const tbody = h("tbody");
   table.append(thead, tbody);
   const callsNote = h("div", "cmj-muted");
-  callsSec.body.append(table, callsNote);
+  // A narrow output area scrolls the table sideways instead of spilling out of the cell.
+  const tableWrap = h("div", "cmj-calls-wrap");
+  tableWrap.append(table);
+  callsSec.body.append(tableWrap, callsNote);
   const stubsSec = section("Callable API", false);
   const stubsPre = h("pre", "cmj-stubs");
   stubsSec.body.append(stubsPre);
