@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import platform
@@ -76,6 +77,7 @@ async def worker_ours(figure: str) -> dict[str, Any]:
         return s
 
     if figure == "trivial":
+
         async def one_prepared() -> float:
             await asyncio.sleep(0.05)  # the engine prepares runtimes while idle
             t = time.perf_counter()
@@ -124,8 +126,10 @@ async def worker_ours(figure: str) -> dict[str, Any]:
             await executor.execute("() => ({a: [1, 2, 3]})")
         after_1000 = _rss_mb()
         await asyncio.gather(
-            *(executor.execute("await codemode.f({s: 0.2}); return 1", {"f": sleep_async})
-              for _ in range(50))
+            *(
+                executor.execute("await codemode.f({s: 0.2}); return 1", {"f": sleep_async})
+                for _ in range(50)
+            )
         )
         return {
             "rss_mb_start": start,
@@ -155,6 +159,7 @@ async def worker_pycm(figure: str) -> dict[str, Any]:
         return s
 
     if figure == "trivial":
+
         async def one() -> float:
             await asyncio.sleep(0.05)
             t = time.perf_counter()
@@ -213,6 +218,7 @@ async def worker_raw(figure: str) -> dict[str, Any]:
     from jsrun import Runtime, RuntimeConfig
 
     if figure == "trivial":
+
         async def one() -> float:
             await asyncio.sleep(0.05)
             t = time.perf_counter()
@@ -306,8 +312,13 @@ FIGURES = {
     "trivial": ("ms", "1. trivial run `() => 1`"),
     "calls": ("us", "2. per host call, 10,000 sequential calls"),
     "concurrency": ("s", "3. Promise.all of 100 calls sleeping 100 ms"),
+    "kernel": ("", "4. a %%codemode cell end to end in a real kernel (bench_kernel.py)"),
+    "mcp": ("", "5. MCP execute round trip over loopback (bench_mcp.py)"),
+    "description": ("", "6. bytes an agent reads to learn 20 tools (bench_description.py)"),
     "memory": ("MB", "7. peak RSS"),
 }
+# Figures measured by their own module (each starts its own kernel or servers).
+MODULES = {"kernel": "bench_kernel", "mcp": "bench_mcp", "description": "bench_description"}
 
 
 def main() -> None:
@@ -322,13 +333,16 @@ def main() -> None:
         return
 
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     pycm = _pycm_python()
     for figure in args.figures:
         unit, title = FIGURES[figure]
-        print(f"\n## {title}")
+        print(f"\n## {title}", flush=True)
+        if figure in MODULES:
+            sys.path.insert(0, str(HERE))
+            importlib.import_module(MODULES[figure]).run(pycm)
+            continue
         results = {"ours": _run_worker(sys.executable, "ours", figure)}
         results["py-codemode"] = _run_worker(pycm, "pycm", figure)
         if figure in ("trivial", "calls"):
