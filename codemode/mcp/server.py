@@ -51,10 +51,7 @@ logger = logging.getLogger(__name__)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_CODE_DOC = (
-    "The JavaScript program: an async arrow function `async () => { ... }`, bare statements "
-    "(top-level `await` and `return` allowed), or a single expression."
-)
+_CODE_DOC = "The JavaScript program (see the tool's description for its forms)."
 _QUERY_DOC = (
     "Words describing what you need (e.g. 'read file', 'send email'); matched against function "
     "names and documentation. Empty: list everything."
@@ -63,7 +60,7 @@ _MAX_CLIENTS = 1024
 
 
 class ExecuteOutput(BaseModel):
-    """What one ``execute`` call returns (the structured content; the text content is its JSON)."""
+    """What one ``execute`` call returns."""
 
     success: bool
     result: Any = None
@@ -377,32 +374,23 @@ class CodeModeServer:
         timeout = f"{self.executor.timeout_s:g} s"
         memory = f"{self.executor.max_heap_bytes / MiB:g} MiB"
         lines = [
-            "Run a JavaScript program in a fresh, sandboxed V8 isolate. The program calls the "
-            "host functions listed below and its return value comes back as `result`.",
+            "Run a JavaScript program in a fresh, sandboxed V8 isolate; its return value comes "
+            "back as `result`, console output as `logs`.",
             "",
-            "`code` may be any of:",
-            "1. An async arrow function, called for you: "
-            "`async () => { const a = await codemode.NAME({ x: 1 }); return a; }`",
-            "2. Bare statements with top-level `await` and `return`: "
-            "`const a = await codemode.NAME({ x: 1 }); return a;`",
-            "3. A single expression: `await codemode.NAME({ x: 1 })`",
+            "`code` is an async arrow function (`async () => { ... }`, called for you), bare "
+            "statements with top-level `await` and `return`, or a single expression.",
             "",
             "Rules:",
-            "- Call a function as `await codemode.NAME({ arg: value })`: one object of named "
-            "arguments; every call returns a Promise. A failed call throws an Error you can catch.",
-            "- Only JSON-compatible values cross to and from the host (strings, numbers, booleans, "
-            "null, arrays, plain objects). Return such a value.",
-            "- console.log/info/warn/error output is returned in `logs`, separately from `result`.",
+            "- Call `await codemode.NAME({ arg: value })`: one object of named arguments. A failed "
+            "call throws an Error you can catch.",
+            "- Only JSON values cross to and from the host; return one.",
             "- Prefer ONE program that does all the work: chain the calls, filter and aggregate in "
-            "JavaScript, return only what is needed. Run independent calls concurrently with "
+            "JavaScript, return only what is needed; run independent calls at once with "
             "`await Promise.all([...])`.",
-            f"- Limits: each program is stopped after {timeout} and may use at most {memory} of "
-            "memory.",
-            "- There is no network, file system, `import`/`require` or Node.js API: the outside "
-            "world is reachable only through the functions below. Standard JavaScript built-ins "
-            "(JSON, Math, Date, RegExp, Map, Set, Array methods) are available.",
-            "- The result has `success`, `result`, `error` (message and stack when the program "
-            "failed), `logs` and `calls` (how many host calls were made).",
+            f"- Each program is stopped after {timeout} and may use {memory} of memory.",
+            "- No network, file system, `import`/`require` or Node.js API: only the functions "
+            "below reach the outside world. Standard built-ins (JSON, Math, Date, RegExp, Map, "
+            "Set) are there.",
             "",
         ]
         if self.is_compact():
