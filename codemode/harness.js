@@ -2,10 +2,11 @@
 // `__codemode_run(config, code)`. It seals the global scope, caps binary buffers,
 // captures the console, builds the `codemode` proxy, runs the user's program and
 // returns one JSON envelope describing the outcome. Everything the program may
-// reach on the host goes through three bridges bound per runtime by Python:
+// reach on the host goes through bridges bound per runtime by Python (plus `__cm_done` and
+// `__cm_park` for the harness itself); see bindBridges() for how they are sealed away:
 //   __cm_async(name, argsJson) -> Promise<envelopeJson>   (default host calls)
 //   __cm_sync(name, argsJson)  -> envelopeJson             (inline host calls)
-//   __cm_log(level, text)      -> boolean (false: stop sending, the log is full)
+//   __cm_log(level, text)      -> 1 kept, 0 the log is full, -1 stop
 "use strict";
 
 (() => {
@@ -28,6 +29,23 @@
   const ReflectApply = Reflect.apply;
   const ReflectConstruct = Reflect.construct;
   const PromiseResolve = Promise.resolve.bind(Promise);
+  const PromiseReject = Promise.reject.bind(Promise);
+  const PromiseCtor = Promise;
+  const PromiseThen = Promise.prototype.then;
+  const TypeErrorCtor = TypeError;
+  const ObjectHasOwn = Object.hasOwn;
+  const ObjectGetPrototypeOf = Object.getPrototypeOf;
+  const ArrayProto = Array.prototype;
+  const SetCtor = Set;
+  const SetHas = Set.prototype.has;
+  const SetAdd = Set.prototype.add;
+  const SetDelete = Set.prototype.delete;
+  const ReflectOwnKeys = Reflect.ownKeys;
+  const FunctionProto = Function.prototype;
+  const FunctionToString = Function.prototype.toString;
+  const ArrayIncludes = (array, item) => ReflectApply(Array.prototype.includes, array, [item]);
+  const StringStartsWith = (text, prefix) =>
+    ReflectApply(String.prototype.startsWith, text, [prefix]);
 
   // ---------------------------------------------------------------- values
 
@@ -48,20 +66,30 @@
     return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSONstringify(key)}]`;
   }
 
+  // A `toJSON` the program put on Object.prototype or Array.prototype is pollution, not a
+  // value's own conversion: it would let a program change what every other value sends.
+  function ownToJSON(v) {
+    const toJSON = v.toJSON;
+    if (typeof toJSON !== "function") return null;
+    let owner = v;
+    for (let hops = 0; owner !== null && hops < 1000; hops++) {
+      if (ObjectHasOwn(owner, "toJSON")) break;
+      owner = ObjectGetPrototypeOf(owner);
+    }
+    return owner === ObjectProto || owner === ArrayProto ? null : toJSON;
+  }
+
   // Strict JSON writer: BigInt kept exact, cycles, functions and symbols refused
-  // with the path that holds them, size and depth bounded while writing.
+  // with the path that holds them, size and depth bounded while writing. It builds one string
+  // and calls no method a program could replace, so the text is always well-formed JSON.
   function toJson(value, where, limits) {
-    const parts = [];
-    let size = 0;
-    const seen = new Set();
+    let out = "";
+    const seen = new SetCtor();
+    const tooLarge = () =>
+      new SerializeError(`${where} is too large to send: more than ${limits.maxBytes} bytes of JSON`);
     const push = (text) => {
-      size += text.length;
-      if (size > limits.maxBytes) {
-        throw new SerializeError(
-          `${where} is too large to send: more than ${limits.maxBytes} bytes of JSON`,
-        );
-      }
-      parts.push(text);
+      if (out.length + text.length > limits.maxBytes) throw tooLarge();
+      out += text;
     };
     const write = (v, path, depth, inArray) => {
       if (v === null) return push("null");
@@ -71,10 +99,13 @@
         case "boolean":
           return push(v ? "true" : "false");
         case "number":
-          return push(Number.isFinite(v) ? StringFn(v) : "null");
+          return push(NumberIsFinite(v) ? StringFn(v) : "null");
         case "bigint":
-          return push(v.toString());
+          return push(StringFn(v));
         case "string":
+          // Checked before the string is touched: writing it flattens it, and flattening a
+          // huge string built by `repeat` or `+` at once can exceed the heap in one allocation.
+          if (out.length + v.length + 2 > limits.maxBytes) throw tooLarge();
           return push(JSONstringify(v));
         case "function":
         case "symbol":
@@ -83,15 +114,18 @@
       if (depth > limits.maxDepth) {
         throw new SerializeError(`cannot send ${path}: nested deeper than ${limits.maxDepth} levels`);
       }
-      if (seen.has(v)) throw new SerializeError(`cannot send ${path}: it is a cycle`);
+      if (ReflectApply(SetHas, seen, [v])) {
+        throw new SerializeError(`cannot send ${path}: it is a cycle`);
+      }
       if (typeof v.then === "function") {
         throw new SerializeError(`cannot send ${path}: it is a Promise (did you forget await?)`);
       }
-      seen.add(v);
-      if (typeof v.toJSON === "function" && !(v instanceof Map) && !(v instanceof Set)) {
-        const replaced = v.toJSON();
-        seen.delete(v);
-        return write(replaced, path, depth, inArray);
+      ReflectApply(SetAdd, seen, [v]);
+      const toJSON = v instanceof Map || v instanceof Set ? null : ownToJSON(v);
+      if (toJSON !== null) {
+        const replaced = ReflectApply(toJSON, v, []);
+        ReflectApply(SetDelete, seen, [v]);
+        return write(replaced, path, depth + 1, inArray);
       }
       if (ArrayIsArray(v) || isView(v)) {
         push("[");
@@ -111,7 +145,9 @@
       } else {
         push("{");
         let first = true;
-        for (const k of ObjectKeys(v)) {
+        const keys = ObjectKeys(v);
+        for (let i = 0; i < keys.length; i++) {
+          const k = keys[i];
           const item = v[k];
           if (item === undefined) continue;
           if (!first) push(",");
@@ -122,19 +158,28 @@
         }
         push("}");
       }
-      seen.delete(v);
+      ReflectApply(SetDelete, seen, [v]);
     };
     write(value, where, 0, false);
-    return parts.join("");
+    return out;
   }
 
-  // Lenient, readable rendering for console output (never throws).
+  // Lenient, readable rendering for console output (never throws, always a string).
   function inspect(value, depth, seen) {
+    try {
+      return safeText(inspectValue(value, depth, seen), "[Uninspectable]");
+    } catch (err) {
+      return "[Uninspectable]";
+    }
+  }
+
+  function inspectValue(value, depth, seen) {
     if (value === null) return "null";
     switch (typeof value) {
       case "undefined":
         return "undefined";
       case "string":
+        if (value.length > MAX_MESSAGE) return `[a string of ${value.length} characters]`;
         return depth === 0 ? value : JSONstringify(value);
       case "number":
       case "boolean":
@@ -196,12 +241,53 @@
 
   // ---------------------------------------------------------------- sealing
 
-  // Binary buffers live outside V8's heap cap: count every byte they take.
+  // Binary buffers live outside V8's heap cap: count every byte they take. Every size is read
+  // once, through functions captured here (a program may replace `Number`, give a length a
+  // getter or a `valueOf` that answers differently the second time, or fake `instanceof`), and
+  // the value that was charged is the one handed to the real constructor.
   function capBuffers() {
+    const NumberFn = Number;
+    const ArrayFrom = Array.from;
+    const ArrayCtor = Array;
+    const ReflectGet = Reflect.get;
+    const species = Symbol.species;
+    const iteratorKey = Symbol.iterator;
+    const TypedArray = ObjectGetPrototypeOf(Int8Array);
+    const TypedProto = TypedArray.prototype;
+    const getter = (proto, name) => Object.getOwnPropertyDescriptor(proto, name).get;
+    const typedLength = getter(TypedProto, "length");
+    const typedByteLength = getter(TypedProto, "byteLength");
+    const typedSet = TypedProto.set;
+    const bufferByteLength = getter(ArrayBuffer.prototype, "byteLength");
+    const lengthOf = (value) => {
+      try {
+        return ReflectApply(typedLength, value, []);
+      } catch (err) {
+        return -1; // not a typed array
+      }
+    };
+    const isBuffer = (value) => {
+      try {
+        ReflectApply(bufferByteLength, value, []);
+        return true;
+      } catch (err) {
+        return false;
+      }
+    };
+    // A primitive a constructor converts exactly as it would have converted the original.
+    const primitive = (value) =>
+      (typeof value === "object" && value !== null) || typeof value === "function"
+        ? NumberFn(value)
+        : value;
+    const size = (value) => {
+      if (typeof value === "bigint" || typeof value === "symbol") return 0;
+      const n = NumberFn(value);
+      return n > 0 ? n : 0;
+    };
     let used = 0;
     let maxBytes = 0;
     const charge = (bytes) => {
-      const n = Number(bytes) || 0;
+      const n = size(bytes);
       if (n > 0) {
         used += n;
         if (used > maxBytes) {
@@ -212,19 +298,29 @@
           );
         }
       }
+      return n;
     };
-    const wrap = (Original, bytesFor) => {
+    // Charge, then run `make`; a failed allocation gives its bytes back.
+    const charged = (bytes, make) => {
+      const n = charge(bytes);
+      try {
+        return make();
+      } catch (err) {
+        used -= n;
+        throw err;
+      }
+    };
+    const wrap = (Original, construct) => {
       const wrapped = new GlobalProxy(Original, {
         construct(target, args, newTarget) {
-          charge(bytesFor(args));
-          return ReflectConstruct(target, args, newTarget === wrapped ? target : newTarget);
+          return construct(target, args, newTarget === wrapped ? target : newTarget);
         },
         apply(target, self, args) {
           return ReflectApply(target, self, args);
         },
         get(target, key, receiver) {
-          if (key === Symbol.species) return wrapped;
-          return Reflect.get(target, key, target);
+          if (key === species) return wrapped;
+          return ReflectGet(target, key, target);
         },
       });
       Object.defineProperty(Original.prototype, "constructor", {
@@ -240,32 +336,63 @@
       });
       return wrapped;
     };
-    wrap(ArrayBuffer, (args) => args[0]);
+    wrap(ArrayBuffer, (target, args, newTarget) => {
+      const length = primitive(args[0]);
+      let options = args[1];
+      if (options !== null && typeof options === "object") {
+        const max = options.maxByteLength;
+        options = max === undefined ? undefined : { maxByteLength: primitive(max) };
+      }
+      return charged(length, () => ReflectConstruct(target, [length, options], newTarget));
+    });
     const typed = [
       Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array,
       Uint32Array, Float32Array, Float64Array, BigInt64Array, BigUint64Array,
     ];
     if (typeof Float16Array === "function") typed.push(Float16Array);
     for (const T of typed) {
-      wrap(T, (args) => {
+      const each = T.BYTES_PER_ELEMENT;
+      wrap(T, (target, args, newTarget) => {
         const first = args[0];
-        if (typeof first === "number") return first * T.BYTES_PER_ELEMENT;
-        if (first && typeof first === "object" && !(first instanceof ArrayBuffer)) {
-          const length = first.length ?? first.size ?? 0;
-          return (Number(length) || 0) * T.BYTES_PER_ELEMENT;
+        if ((typeof first !== "object" || first === null) && typeof first !== "function") {
+          // A length (or nothing).
+          const length = first === undefined ? 0 : primitive(first);
+          return charged(size(length) * each, () => ReflectConstruct(target, [length], newTarget));
         }
-        return 0;
+        if (isBuffer(first)) return ReflectConstruct(target, args, newTarget); // a view: no copy
+        const sourceLength = lengthOf(first);
+        if (sourceLength >= 0) {
+          return charged(sourceLength * each, () => ReflectConstruct(target, [first], newTarget));
+        }
+        if (typeof first[iteratorKey] !== "function") {
+          // An array-like: its length is read once, charged, then its elements copied.
+          const length = primitive(first.length);
+          return charged(size(length) * each, () => {
+            const made = ReflectConstruct(target, [size(length)], newTarget);
+            const n = ReflectApply(typedLength, made, []);
+            for (let i = 0; i < n; i++) made[i] = first[i];
+            return made;
+          });
+        }
+        // An iterable: read into a plain array first (growing inside the heap limit), then
+        // copied by index, whatever Array.prototype says.
+        const items = ReflectApply(ArrayFrom, ArrayCtor, [first]);
+        return charged(items.length * each, () => {
+          const made = ReflectConstruct(target, [items.length], newTarget);
+          ReflectApply(typedSet, made, [items]);
+          return made;
+        });
       });
     }
-    for (const name of ["from", "of"]) {
-      const TypedArray = Object.getPrototypeOf(Int8Array);
-      const original = TypedArray[name];
-      Object.defineProperty(TypedArray, name, {
+    // Methods that make a new typed array of the receiver's size without asking its
+    // constructor (so the construct trap above never sees them).
+    for (const name of ["toReversed", "toSorted", "with"]) {
+      const original = TypedProto[name];
+      if (typeof original !== "function") continue;
+      Object.defineProperty(TypedProto, name, {
         value: function (...args) {
-          const source = args[0];
-          const length = name === "of" ? args.length : (source && (source.length ?? source.size)) || 0;
-          charge(length * (this.BYTES_PER_ELEMENT || 8));
-          return ReflectApply(original, this, args);
+          const bytes = ReflectApply(typedByteLength, this, []);
+          return charged(bytes, () => ReflectApply(original, this, args));
         },
         writable: false,
         configurable: false,
@@ -277,8 +404,10 @@
       if (typeof original !== "function") continue;
       Object.defineProperty(proto, name, {
         value: function (...args) {
-          charge(name === "slice" ? this.byteLength : Number(args[0] ?? this.byteLength));
-          return ReflectApply(original, this, args);
+          const current = ReflectApply(bufferByteLength, this, []);
+          if (name === "slice") return charged(current, () => ReflectApply(original, this, args));
+          const length = args[0] === undefined ? current : primitive(args[0]);
+          return charged(size(length) - current, () => ReflectApply(original, this, [length]));
         },
         writable: false,
         configurable: false,
@@ -341,31 +470,106 @@
     return m ? { line: Number(m[1]), column: Number(m[2]) } : null;
   }
 
+  // Text from a value the program made: its getters and `toString` may throw or lie.
+  function safeText(value, fallback = "") {
+    if (typeof value === "string") return value;
+    try {
+      const text = StringFn(value);
+      return typeof text === "string" ? text : fallback;
+    } catch (err) {
+      return fallback;
+    }
+  }
+
+  const UNREADABLE = {};
+  // Longest string the harness copies into a console line or an error report. A longer one
+  // is described, never read: reading flattens it, one allocation that may exceed the heap.
+  const MAX_TEXT = 1 << 20;
+  const MAX_MESSAGE = 1 << 16;
+
+  function read(obj, key) {
+    try {
+      return obj[key];
+    } catch (err) {
+      return UNREADABLE;
+    }
+  }
+
+  function readText(obj, key, fallback) {
+    const value = read(obj, key);
+    return value === UNREADABLE || value == null ? fallback : safeText(value, fallback);
+  }
+
   function describeError(err, kind) {
-    if (err instanceof GlobalError || (err && typeof err === "object" && "message" in err)) {
-      const stack = cleanStack(err);
+    try {
+      return describeValue(err, kind);
+    } catch (failure) {
+      return errorRecord(kind, "Error", "the program threw a value that could not be described");
+    }
+  }
+
+  function errorRecord(kind, name, message) {
+    return { kind, name, message, stack: null, line: null, column: null, tool: null,
+      pythonType: null };
+  }
+
+  function describeValue(err, kind) {
+    const isObject = err !== null && (typeof err === "object" || typeof err === "function");
+    if (isObject && (err instanceof GlobalError || "message" in err)) {
+      const message = read(err, "message");
+      if (typeof message === "string" && message.length > MAX_MESSAGE) {
+        // Its stack starts with the message: leave both unread.
+        return errorRecord(
+          kind,
+          readText(err, "name", "Error") || "Error",
+          `(an error message of ${message.length} characters, too long to report)`,
+        );
+      }
+      let stack = null;
+      try {
+        stack = cleanStack(err);
+      } catch (failure) {
+        stack = null;
+      }
+      stack = typeof stack === "string" ? stack : null;
       const at = firstUserLine(stack);
+      const tool = read(err, "tool");
+      const pythonType = read(err, "pythonType");
       return {
         kind,
-        name: StringFn(err.name || "Error"),
-        message: StringFn(err.message),
+        name: readText(err, "name", "Error") || "Error",
+        message: readText(err, "message", "(the error's message could not be read)"),
         stack,
         line: at ? at.line : null,
         column: at ? at.column : null,
-        tool: typeof err.tool === "string" ? err.tool : null,
-        pythonType: typeof err.pythonType === "string" ? err.pythonType : null,
+        tool: typeof tool === "string" ? tool : null,
+        pythonType: typeof pythonType === "string" ? pythonType : null,
       };
     }
-    return {
+    return errorRecord(
       kind,
-      name: "ThrownValue",
-      message: `the program threw a non-Error value: ${inspect(err, 1, [])}`,
-      stack: null,
-      line: null,
-      column: null,
-      tool: null,
-      pythonType: null,
-    };
+      "ThrownValue",
+      `the program threw a non-Error value: ${inspect(err, 1, [])}`,
+    );
+  }
+
+  // Envelopes are written field by field from strings and numbers: JSON.stringify on an object
+  // would call a `toJSON` a program put on Object.prototype and let it forge the outcome.
+  const stringJson = (value) => (typeof value === "string" ? JSONstringify(value) : "null");
+  const numberJson = (value) =>
+    typeof value === "number" && NumberIsFinite(value) ? StringFn(value) : "null";
+
+  function errorJson(e) {
+    return (
+      `{"kind":${stringJson(e.kind)},"name":${stringJson(e.name)},` +
+      `"message":${stringJson(e.message)},"stack":${stringJson(e.stack)},` +
+      `"line":${numberJson(e.line)},"column":${numberJson(e.column)},` +
+      `"tool":${stringJson(e.tool)},"pythonType":${stringJson(e.pythonType)}}`
+    );
+  }
+
+  function errorEnvelope(error, heap) {
+    return `{"error":${errorJson(error)},"dropped":${numberJson(droppedLogs())},"heap":${numberJson(heap)}}`;
   }
 
   // ---------------------------------------------------------------- program
@@ -413,25 +617,30 @@
 
   function buildCodemode(config, bridges) {
     const tools = config.tools;
-    const inline = new Set(config.inline);
+    const inline = ObjectCreate(null);
+    for (const name of config.inline) inline[name] = true;
     const argLimits = { maxBytes: config.maxArgBytes, maxDepth: config.maxDepth };
     const listing = tools.length ? tools.join(", ") : "(none)";
 
     const decode = (name, envelope) => {
       const reply = JSONparse(envelope);
-      if ("ok" in reply) return reply.ok;
-      if ("stop" in reply) halt();
+      if (ObjectHasOwn(reply, "ok")) return reply.ok;
+      if (ObjectHasOwn(reply, "stop")) halt();
       const e = reply.err;
-      throw new ToolError(e.message, name, e.type || null);
+      throw new ToolError(StringFn(e.message), name, typeof e.type === "string" ? e.type : null);
     };
     // The common call, one object of strings, numbers, booleans and nulls, takes V8's native
     // JSON writer; anything else goes through the strict writer (BigInt, Map, errors, limits).
+    // Not when a program has put a `toJSON` on Object.prototype or Array.prototype: the native
+    // writer would call it.
     const flat = (args) => {
+      if ("toJSON" in args) return false;
       if (args.length !== 1) return args.length === 0;
       const obj = args[0];
-      if (obj === null || typeof obj !== "object" || Object.getPrototypeOf(obj) !== ObjectProto) {
+      if (obj === null || typeof obj !== "object" || ObjectGetPrototypeOf(obj) !== ObjectProto) {
         return false;
       }
+      if ("toJSON" in obj) return false;
       let n = 0;
       for (const k in obj) {
         const v = obj[k];
@@ -444,25 +653,33 @@
       return true;
     };
     const call = (name, args) => {
-      if (finished) return new Promise(() => {});
+      if (finished) return new PromiseCtor(() => {});
       let payload;
       try {
         payload = flat(args) ? JSONstringify(args) : toJson(args, "arguments", argLimits);
+        if (typeof payload !== "string" || payload.length > argLimits.maxBytes) {
+          // A getter that answered differently the second time.
+          throw new SerializeError(
+            `arguments are too large to send: more than ${argLimits.maxBytes} bytes of JSON`,
+          );
+        }
       } catch (err) {
-        return Promise.reject(new TypeError(`codemode.${name}(): ${err.message}`));
+        return PromiseReject(new TypeErrorCtor(`codemode.${name}(): ${safeText(err && err.message)}`));
       }
-      if (inline.has(name)) {
+      if (inline[name] === true) {
         try {
           return PromiseResolve(decode(name, bridges.sync(name, payload)));
         } catch (err) {
-          return Promise.reject(err);
+          return PromiseReject(err);
         }
       }
-      return bridges.async(name, payload).then((envelope) => decode(name, envelope));
+      return ReflectApply(PromiseThen, bridges.async(name, payload), [
+        (envelope) => decode(name, envelope),
+      ]);
     };
     const unknown = (path) => {
       const fail = () => {
-        throw new TypeError(
+        throw new TypeErrorCtor(
           `codemode.${path} is not a function: no tool of that name. Available: ${listing}`,
         );
       };
@@ -507,12 +724,12 @@
         get(target, key) {
           if (typeof key !== "string") return undefined;
           if (key === "then" || key === "toJSON") return undefined;
-          if (Object.prototype.hasOwnProperty.call(target, key)) return target[key];
+          if (ObjectHasOwn(target, key)) return target[key];
           if (config.openTargets) return dynamic(key);
           return unknown(`${prefix}${key}`);
         },
         has(target, key) {
-          return Object.prototype.hasOwnProperty.call(target, key);
+          return ObjectHasOwn(target, key);
         },
         set() {
           return false;
@@ -551,6 +768,7 @@
         drop();
         return;
       }
+      if (text.length > MAX_TEXT) text = `[a console line of ${text.length} characters was left out]`;
       const answer = logBridge(level, text);
       if (answer === STOP) halt();
       if (answer !== 1) {
@@ -594,30 +812,77 @@
     return () => dropped;
   }
 
+  // jsrun reaches Python through two native ops, and leaves JavaScript wrappers for them on
+  // globalThis (`__host_op_sync__`, `__jsrunCallAsync`, ...) that take a numeric op id. Each
+  // bound `__cm_*` global is `(...args) => __host_op_sync__(ID, ...args)`, looking its wrapper
+  // up at call time. So the harness reads every bridge's op id from its source, calls the
+  // native ops directly from its own closure, then deletes every `__*` global: no program can
+  // call a bridge by id (forge an outcome through `done`, hang in `park`). The wrappers are
+  // never called either: they are sloppy-mode functions whose lookups (`args.map`) a program
+  // could hook to get hold of them through a stack trace.
+  const BRIDGE_SOURCE = /^\(\.\.\.args\) => __host_op_(sync|async)__\((\d+), \.\.\.args\)/;
+
+  function bindBridges() {
+    const ops = G.__bootstrap.core.ops;
+    const opSync = ops.op_jsrun_call_python_sync;
+    const opAsync = ops.op_jsrun_call_python_async;
+    if (typeof opSync !== "function" || typeof opAsync !== "function") {
+      throw new GlobalError("codemode harness: jsrun's host call ops are missing");
+    }
+    // deno_core's async op stub calls its native op as `originalOp.call(...)`: a replaced
+    // `Function.prototype.call` would be handed that native op. Pin the real one.
+    Object.defineProperty(FunctionProto, "call", { writable: false, configurable: false });
+    const bridge = (name, mode) => {
+      const fn = G[name];
+      const match =
+        typeof fn === "function" ? BRIDGE_SOURCE.exec(ReflectApply(FunctionToString, fn, [])) : null;
+      if (match === null || match[1] !== mode) {
+        throw new GlobalError(`codemode harness: cannot bind the ${name} bridge`);
+      }
+      const id = Number(match[2]);
+      return mode === "sync" ? (...args) => opSync(id, args) : (...args) => opAsync(id, args);
+    };
+    const bound = {
+      async: bridge("__cm_async", "async"),
+      sync: bridge("__cm_sync", "sync"),
+      log: bridge("__cm_log", "sync"),
+      done: bridge("__cm_done", "sync"),
+      park: bridge("__cm_park", "sync"),
+    };
+    try {
+      const memory = ops.op_memory_usage;
+      memoryUsage = () => {
+        const used = memory().heapUsed;
+        return typeof used === "number" ? used : null;
+      };
+    } catch (err) {
+      // no statistics: the run still works
+    }
+    return bound;
+  }
+
+  // Delete every global jsrun or the harness added (all start with `__`, the harness's entry
+  // points excepted while Python still needs them), and whatever names jsrun's internals.
+  function sealGlobals(keep) {
+    for (const name of ReflectOwnKeys(G)) {
+      if (typeof name !== "string") continue;
+      if (ArrayIncludes(keep, name)) continue;
+      if (StringStartsWith(name, "__") || /jsrun|host_op/i.test(name)) hideGlobal(name);
+    }
+    for (const name of ["WebAssembly", "SharedArrayBuffer"]) hideGlobal(name);
+  }
+
   // Runs when the runtime is prepared, before any program is known: everything
   // that does not depend on the run, kept off the run's critical path.
   let bridges = null;
   let droppedLogs = () => 0;
   let setBufferLimit = () => {};
   let memoryUsage = () => null;
-  function prepare() {
-    bridges = { async: G.__cm_async, sync: G.__cm_sync, done: G.__cm_done };
-    const logBridge = G.__cm_log;
-    try {
-      const op = G.__bootstrap.core.ops.op_memory_usage;
-      memoryUsage = () => op().heapUsed;
-    } catch (err) {
-      // no statistics: the run still works
-    }
-    for (const name of [
-      "__cm_async", "__cm_sync", "__cm_log", "__cm_park", "__cm_done", "__bootstrap",
-      "__jsrun_bind_object",
-      "__codemode_prepare", "__codemode_warm", "WebAssembly", "SharedArrayBuffer",
-    ]) {
-      hideGlobal(name);
-    }
+  function prepare(keep) {
+    bridges = bindBridges();
+    sealGlobals(keep);
     setBufferLimit = capBuffers();
-    droppedLogs = installConsole(logBridge);
+    droppedLogs = installConsole(bridges.log);
     return true;
   }
 
@@ -627,21 +892,25 @@
   // time limit (jsrun enforces it from its own watchdog thread, which never needs the GIL).
   let parkedJob = "";
   function serve() {
-    const park = G.__cm_park;
-    prepare();
-    parkedJob = park();
+    prepare(["__codemode_run_job"]);
+    parkedJob = bridges.park();
     return parkedJob ? "parked" : "quit";
   }
 
   function runJob() {
-    hideGlobal("__codemode_run_job");
+    sealGlobals([]);
     const { config, code } = JSONparse(parkedJob);
     parkedJob = "";
     return run(config, code);
   }
 
   async function run(config, code) {
-    const outcome = await runProgram(config, code);
+    let outcome;
+    try {
+      outcome = await runProgram(config, code);
+    } catch (err) {
+      outcome = errorEnvelope(errorRecord("internal", "InternalError", "the harness failed"), null);
+    }
     // From here on nothing calls the host again (stray timers and callbacks included): the
     // isolate can then be closed without its thread ever waiting for Python.
     finished = true;
@@ -651,9 +920,8 @@
   }
 
   async function runProgram(config, code) {
-    hideGlobal("__codemode_run");
-    hideGlobal("__codemode_serve");
-    if (bridges === null) prepare();
+    if (bridges === null) prepare([]);
+    sealGlobals([]);
     sourceName = config.filename;
     setBufferLimit(config.maxBufferBytes);
     const codemode = buildCodemode(config, bridges);
@@ -676,7 +944,7 @@
           error.message = "Unexpected token '}': the program closes a block it never opened";
           error.stack = `${error.name}: ${error.message}`;
         }
-        return JSONstringify({ error, dropped: droppedLogs() });
+        return errorEnvelope(error, null);
       }
       let value = await compiled.fn();
       if (compiled.isExpression && typeof value === "function") value = await value();
@@ -687,18 +955,13 @@
             ? "null"
             : toJson(value, "result", { maxBytes: config.maxResultBytes, maxDepth: config.maxDepth });
       } catch (err) {
-        return JSONstringify({ error: describeError(err, "result"), dropped: droppedLogs() });
+        return errorEnvelope(describeError(err, "result"), null);
       }
-      const heap = memoryUsage();
       outcome =
-        `{"result":${result},"dropped":${droppedLogs()},"ms":${DateNow() - started},` +
-        `"heap":${heap === null ? "null" : heap}}`;
+        `{"result":${result},"dropped":${numberJson(droppedLogs())},` +
+        `"ms":${numberJson(DateNow() - started)},"heap":${numberJson(memoryUsage())}}`;
     } catch (err) {
-      outcome = JSONstringify({
-        error: describeError(err, "error"),
-        dropped: droppedLogs(),
-        heap: memoryUsage(),
-      });
+      outcome = errorEnvelope(describeError(err, "error"), memoryUsage());
     }
     return outcome;
   }
@@ -736,7 +999,6 @@
   }
 
   for (const [name, value] of [
-    ["__codemode_prepare", prepare],
     ["__codemode_run", run],
     ["__codemode_serve", serve],
     ["__codemode_run_job", runJob],

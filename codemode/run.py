@@ -68,12 +68,17 @@ def error_envelope(message: str, type_name: str) -> str:
 
 def describe_exception(name: str, exc: BaseException) -> tuple[str, str]:
     """The message JavaScript sees for a failed host call, and the Python type's name."""
+    if isinstance(exc, _HostBaseException):
+        exc = exc.exc
     type_name = type(exc).__name__
     if type_name in ("ArgumentError", "ConversionError"):
         return str(exc), type_name
     if isinstance(exc, _SubmittedError):
         return str(exc), "Error"
-    text = str(exc)
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - an exception whose __str__ raises still has a type
+        text = f"<{type_name} object: its message could not be read>"
     return f"codemode.{name}() raised {type_name}{': ' + text if text else ''}", type_name
 
 
@@ -245,7 +250,7 @@ class RunState:
             try:
                 positional, keywords = tool.binder.bind(args)
                 value = self.context.copy().run(tool.fn, *positional, **keywords)
-            except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+            except BaseException as exc:  # noqa: BLE001 - SystemExit from a tool included
                 return self._end(call, exc=exc)
             return self._end(call, value)
         finally:
@@ -274,7 +279,9 @@ class RunState:
             else:
                 future = awaitable = asyncio.get_running_loop().run_in_executor(
                     self.pool,
-                    functools.partial(self.context.copy().run, tool.fn, *positional, **keywords),
+                    functools.partial(
+                        self.context.copy().run, _contained, tool.fn, *positional, **keywords
+                    ),
                 )
             if future is not None:
                 self.tasks.add(future)
@@ -283,11 +290,15 @@ class RunState:
             finally:
                 if future is not None:
                     self.tasks.discard(future)
+            if isinstance(value, _Raised):
+                raise _HostBaseException(value.exc)
         except asyncio.CancelledError:
             if self.stopping:
                 return await self._park()
             return self._end(call, exc=RuntimeError("the run was stopped"))
-        except Exception as exc:  # noqa: BLE001 - every failure goes back to JS
+        except BaseException as exc:  # noqa: BLE001 - every failure goes back to JS
+            # SystemExit, KeyboardInterrupt or GeneratorExit raised by a tool are its failure:
+            # let through, they would stop the engine's event loop (and every run with it).
             if self.stopping:
                 return await self._park()
             return self._end(call, exc=exc)
@@ -359,6 +370,36 @@ class RunState:
         """Cancel host work still in flight once the program is gone."""
         for future in list(self.tasks) + list(self.pending.values()):
             future.cancel()
+
+
+class _Raised:
+    """A BaseException (SystemExit, GeneratorExit, ...) a sync tool raised on a worker thread,
+    carried back as a value: raised through an asyncio future it would escape the engine loop."""
+
+    __slots__ = ("exc",)
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+
+class _HostBaseException(Exception):
+    """Carries a tool's BaseException to :func:`describe_exception` as an ordinary failure."""
+
+    def __init__(self, exc: BaseException) -> None:
+        super().__init__(exc)
+        self.exc = exc
+
+
+def _contained(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Run a sync tool on a worker thread; BaseExceptions come back as a :class:`_Raised`."""
+    try:
+        return fn(*args, **kwargs)
+    except (StopIteration, StopAsyncIteration) as exc:
+        return _Raised(exc)  # asyncio cannot set these on a future: its waiter would hang
+    except Exception:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - see _Raised
+        return _Raised(exc)
 
 
 def _resolve(future: asyncio.Future[str], envelope: str) -> None:

@@ -149,9 +149,9 @@ async def test_code_forms(executor: Executor, code: str, expected: object) -> No
 
 async def test_statements_without_return_give_none(executor: Executor) -> None:
     seen: list[int] = []
-    result = await executor.execute("await codemode.f({x: 1});\nconst y = 2;", fns={
-        "f": lambda *, x: seen.append(x)
-    })
+    result = await executor.execute(
+        "await codemode.f({x: 1});\nconst y = 2;", fns={"f": lambda *, x: seen.append(x)}
+    )
     assert ok(result).result is None
     assert seen == [1]
 
@@ -490,13 +490,6 @@ async def test_only_registered_names_are_reachable(executor: Executor, access: s
     assert called == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ENGINE BUG: jsrun's op dispatchers (__host_op_sync__, __host_op_async__, "
-    "__jsrunCallSync, __jsrunCallAsync, __jsrun_from_py_stream) stay on globalThis: a program "
-    "can call the bridges by op id, e.g. run a default sync tool on the isolate thread or "
-    "forge its own outcome through the done bridge (harness.js prepare() hides only __cm_*)",
-)
 async def test_raw_bridges_are_not_reachable(executor: Executor) -> None:
     code = """
     const raw = Object.getOwnPropertyNames(globalThis).filter(
@@ -610,8 +603,10 @@ async def test_structured_parameters_are_constructed(executor: Executor) -> None
         received.extend([where, opts, who])
         return f"{who.name}@{where.x},{where.y}"
 
-    code = "await codemode.place({where: {x: 1, y: 2}, opts: {verbose: true, depth: 3}, " \
+    code = (
+        "await codemode.place({where: {x: 1, y: 2}, opts: {verbose: true, depth: 3}, "
         "who: {name: 'ada', age: 36}})"
+    )
     result = ok(await executor.execute(code, fns={"place": place}))
     assert result.result == "ada@1,2"
     where, opts, who = received
@@ -623,13 +618,19 @@ async def test_structured_parameters_are_constructed(executor: Executor) -> None
 @pytest.mark.parametrize(
     ("args", "path"),
     [
-        ("{where: {x: 'a', y: 2}, opts: {verbose: true, depth: 3}, who: {name: 'a', age: 1}}",
-         "where.x"),
+        (
+            "{where: {x: 'a', y: 2}, opts: {verbose: true, depth: 3}, who: {name: 'a', age: 1}}",
+            "where.x",
+        ),
         ("{where: {x: 1}, opts: {verbose: true, depth: 3}, who: {name: 'a', age: 1}}", "y"),
-        ("{where: {x: 1, y: 2}, opts: {verbose: 'yes', depth: 3}, who: {name: 'a', age: 1}}",
-         "opts.verbose"),
-        ("{where: {x: 1, y: 2}, opts: {verbose: true, depth: 3}, who: {name: 'a', age: 'old'}}",
-         "who.age"),
+        (
+            "{where: {x: 1, y: 2}, opts: {verbose: 'yes', depth: 3}, who: {name: 'a', age: 1}}",
+            "opts.verbose",
+        ),
+        (
+            "{where: {x: 1, y: 2}, opts: {verbose: true, depth: 3}, who: {name: 'a', age: 'old'}}",
+            "who.age",
+        ),
     ],
     ids=["dataclass", "dataclass-missing", "typeddict", "pydantic"],
 )
@@ -929,9 +930,11 @@ async def test_inline_sync_executor_option(make_executor) -> None:
         names.append(threading.current_thread().name)
         return _thread_comm()
 
-    result = ok(await executor.execute("[await codemode.where(), await codemode.where()]", fns={
-        "where": where
-    }))
+    result = ok(
+        await executor.execute(
+            "[await codemode.where(), await codemode.where()]", fns={"where": where}
+        )
+    )
     assert len(names) == 2
     assert not any(name.startswith("codemode-host") for name in names), names
     assert all(comm == "" or comm.startswith("jsrun") for comm in result.result), result.result
