@@ -73,42 +73,38 @@ class Prepared:
 
 
 def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
-    """The only functions JavaScript can reach. Each one answers through the run the slot
-    points at (and refuses once that run is being stopped, see ``RunState.stopping``)."""
+    """The only function JavaScript can reach: one sync bridge, ``__cm_host(op, a, b)``, that
+    answers through the run the slot points at (and refuses once that run is being stopped, see
+    ``RunState.stopping``). One binding, because each costs a round trip to the isolate thread
+    while the runtime is being prepared; sync, because a jsrun runtime awaiting an async host
+    call keeps a core busy polling (default calls are started here and awaited by blocking in
+    ``wait``)."""
 
-    async def cm_async(name: str, payload: str) -> str:
+    def cm_host(op: str, a: Any, b: Any) -> Any:
+        if op == "park":
+            slot.gate.wait()
+            return slot.job
         run = slot.run
         if run is None:
-            return NO_RUN
-        return await run.call_async(name, payload)
+            return _NO_RUN_ANSWERS.get(op)
+        if op == "start":
+            return run.start(a, b)
+        if op == "wait":
+            return run.wait(a)
+        if op == "call":
+            return run.call_sync(a, b)
+        if op == "log":
+            return run.log(a, b)
+        if op == "done":
+            run.finish(a)
+        return None
 
-    def cm_sync(name: str, payload: str) -> str:
-        run = slot.run
-        if run is None:
-            return NO_RUN
-        return run.call_sync(name, payload)
-
-    def cm_log(level: str, text: str) -> int:
-        run = slot.run
-        return 0 if run is None else run.log(level, text)
-
-    def cm_done(envelope: str) -> None:
-        run = slot.run
-        if run is not None:
-            run.finish(envelope)
-
-    def cm_park() -> str:
-        slot.gate.wait()
-        return slot.job
-
-    runtime.bind_function("__cm_park", cm_park)
-    runtime.bind_function("__cm_async", cm_async)
-    runtime.bind_function("__cm_sync", cm_sync)
-    runtime.bind_function("__cm_log", cm_log)
-    runtime.bind_function("__cm_done", cm_done)
+    runtime.bind_function("__cm_host", cm_host)
 
 
 NO_RUN = '{"err":{"message":"no run is active","type":"RuntimeError"}}'
+# What each operation answers when no run is using the runtime (-1 and {"stop"}: stop).
+_NO_RUN_ANSWERS: dict[str, Any] = {"call": NO_RUN, "start": -1, "wait": '{"stop":1}', "log": 0}
 
 
 class Engine:

@@ -2,15 +2,21 @@
 // `__codemode_run(config, code)`. It seals the global scope, caps binary buffers,
 // captures the console, builds the `codemode` proxy, runs the user's program and
 // returns one JSON envelope describing the outcome. Everything the program may
-// reach on the host goes through bridges bound per runtime by Python (plus `__cm_done` and
-// `__cm_park` for the harness itself); see bindBridges() for how they are sealed away:
-//   __cm_async(name, argsJson) -> Promise<envelopeJson>   (default host calls)
-//   __cm_sync(name, argsJson)  -> envelopeJson             (inline host calls)
-//   __cm_log(level, text)      -> 1 kept, 0 the log is full, -1 stop
+// reach on the host goes through a handful of bridge operations (plus
+// parking and the outcome for the harness itself), all through one sync function bound per
+// runtime by Python, `__cm_host(op, a, b)`; see bindBridges() for how it is sealed away:
+//   call(name, argsJson)  -> envelopeJson        (inline host calls, answered at once)
+//   start(name, argsJson) -> id, or -1 to stop   (default host calls, run on the host) ...
+//   wait(ms)              -> [[id, envelope]...] (... whose answers a pump blocks for)
+//   log(level, text)      -> 1 kept, 0 the log is full, -1 stop
+//   done(outcomeJson), park() -> the next job
 "use strict";
 
 (() => {
   const G = globalThis;
+  // jsrun's timers exist only in a live runtime, not while the snapshot is built: taken in
+  // prepare(), before any program can replace them.
+  let setTimeoutFn;
   const AsyncFunction = (async () => {}).constructor;
   const indirectEval = G.eval;
   const JSONstringify = JSON.stringify;
@@ -599,6 +605,8 @@
   // The host answers STOP once a run is being stopped: from then on the program never calls
   // the host again (it spins here until V8 terminates it), which makes terminating it safe.
   const STOP = -1;
+  // How long the pump blocks for answers before letting the program's own timers run.
+  const PUMP_WAIT_MS = 20;
   let finished = false;
   function halt() {
     for (;;) {
@@ -622,8 +630,8 @@
     const argLimits = { maxBytes: config.maxArgBytes, maxDepth: config.maxDepth };
     const listing = tools.length ? tools.join(", ") : "(none)";
 
-    const decode = (name, envelope) => {
-      const reply = JSONparse(envelope);
+    const decode = (name, envelope) => decodeReply(name, JSONparse(envelope));
+    const decodeReply = (name, reply) => {
       if (ObjectHasOwn(reply, "ok")) return reply.ok;
       if (ObjectHasOwn(reply, "stop")) halt();
       const e = reply.err;
@@ -673,9 +681,65 @@
           return PromiseReject(err);
         }
       }
-      return ReflectApply(PromiseThen, bridges.async(name, payload), [
-        (envelope) => decode(name, envelope),
-      ]);
+      const id = bridges.start(name, payload);
+      if (id === STOP) halt();
+      const answered = new PromiseCtor((resolve) => {
+        waiting[id] = resolve;
+      });
+      pending++;
+      fresh++;
+      schedulePump();
+      // Decoded in a reaction the program awaits: a ToolError's stack then reaches its line.
+      return ReflectApply(PromiseThen, answered, [(box) => decodeReply(name, box.reply)]);
+    };
+
+    // Default calls run on the host while the program goes on; their answers are collected by
+    // a pump that blocks in `wait` (the isolate thread sleeps in the host, where a jsrun runtime
+    // awaiting a host promise would poll a core). It runs as a microtask, after letting a few
+    // more go by so that calls started together are awaited together; an empty wait (the
+    // program may be waiting on its own timers too) reschedules it as a timer instead.
+    const waiting = ObjectCreate(null);
+    let pending = 0;
+    let fresh = 0;
+    let hops = 0;
+    let pumpQueued = false;
+    const schedulePump = () => {
+      if (pumpQueued) return;
+      pumpQueued = true;
+      ReflectApply(PromiseThen, PromiseResolve(undefined), [pump]);
+    };
+    const pump = () => {
+      pumpQueued = false;
+      if (finished || pending === 0) return;
+      if (fresh > 0 && hops < 3) {
+        fresh = 0;
+        hops++;
+        schedulePump();
+        return;
+      }
+      fresh = 0;
+      hops = 0;
+      const answer = bridges.wait(PUMP_WAIT_MS);
+      const replies = JSONparse(answer);
+      if (!ArrayIsArray(replies)) halt(); // {"stop": 1}
+      for (let i = 0; i < replies.length; i++) {
+        const id = replies[i][0];
+        const resolve = waiting[id];
+        if (resolve === undefined) continue;
+        delete waiting[id];
+        pending--;
+        // Boxed without a prototype: resolving with a thenable would call a polluted `then`.
+        const box = ObjectCreate(null);
+        box.reply = replies[i][1];
+        resolve(box);
+      }
+      if (pending === 0) return;
+      if (replies.length > 0 || setTimeoutFn === undefined) {
+        schedulePump();
+      } else {
+        pumpQueued = true;
+        ReflectApply(setTimeoutFn, G, [pump, 0]);
+      }
     };
     const unknown = (path) => {
       const fail = () => {
@@ -842,12 +906,14 @@
       const id = Number(match[2]);
       return mode === "sync" ? (...args) => opSync(id, args) : (...args) => opAsync(id, args);
     };
+    const host = bridge("__cm_host", "sync");
     const bound = {
-      async: bridge("__cm_async", "async"),
-      sync: bridge("__cm_sync", "sync"),
-      log: bridge("__cm_log", "sync"),
-      done: bridge("__cm_done", "sync"),
-      park: bridge("__cm_park", "sync"),
+      sync: (name, payload) => host("call", name, payload),
+      start: (name, payload) => host("start", name, payload),
+      wait: (ms) => host("wait", ms, ""),
+      log: (level, text) => host("log", level, text),
+      done: (outcome) => host("done", outcome, ""),
+      park: () => host("park", "", ""),
     };
     try {
       const memory = ops.op_memory_usage;
@@ -879,6 +945,7 @@
   let setBufferLimit = () => {};
   let memoryUsage = () => null;
   function prepare(keep) {
+    setTimeoutFn = typeof G.setTimeout === "function" ? G.setTimeout : undefined;
     bridges = bindBridges();
     sealGlobals(keep);
     setBufferLimit = capBuffers();
@@ -990,7 +1057,12 @@
       maxArgBytes: 1024,
       maxDepth: 10,
     };
-    const fake = { async: () => Promise.resolve('{"ok":1}'), sync: () => '{"ok":1}' };
+    let started = 0;
+    const fake = {
+      sync: () => '{"ok":1}',
+      start: () => ++started,
+      wait: () => `[[${started},{"ok":1}]]`,
+    };
     const cm = buildCodemode(config, fake);
     ObjectKeys(cm);
     cm.a({ x: 1 });

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import itertools
 import json
+import queue
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,14 +118,21 @@ class RunState:
         self.started = time.perf_counter()
         self.tasks: set[asyncio.Future[Any]] = set()
         self.pending: dict[str, asyncio.Future[Any]] = {}
-        self._next_call = 0
+        # Call numbers come from two threads (isolate and engine loop): next() is atomic.
+        self._numbers = itertools.count(1)
         self.cancelled = False
         self.timed_out = False
         self.prepared: Any = None
         # Stopping: every bridge answers STOP, after which the program never calls the host
         # again, so terminating its isolate cannot deadlock on the GIL (jsrun's terminate()
         # holds the GIL while it waits for the isolate thread).
-        self.stopping = False
+        # Default host calls: started from the isolate thread, answered through this queue,
+        # which the program's pump blocks on (``wait``): a jsrun runtime awaiting a host promise
+        # would keep a core busy polling, one blocked in a host function sleeps.
+        self.completed: queue.SimpleQueue[tuple[int, str] | None] = queue.SimpleQueue()
+        self.workers: set[Future[Any]] = set()
+        self._started = 0
+        self._stopping = False
         self.heap_used: int | None = None
         self.retiring = False
         self.has_slot = False
@@ -134,6 +143,16 @@ class RunState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[str] | None = None
         self.evaluation: asyncio.Future[Any] | None = None
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    @stopping.setter
+    def stopping(self, value: bool) -> None:
+        self._stopping = value
+        if value:
+            self.completed.put(None)  # wake a pump blocked in ``wait``: it answers STOP
 
     # ---------------------------------------------------------------- events
 
@@ -190,9 +209,8 @@ class RunState:
             args = None
         if not isinstance(args, list):
             args = [None]
-        self._next_call += 1
         shown = args[0] if len(args) == 1 else ({} if not args else args)
-        call = HostCall(self._next_call, name, shown, self.now())
+        call = HostCall(next(self._numbers), name, shown, self.now())
         self._record(call)
         return call, args
 
@@ -256,6 +274,96 @@ class RunState:
         finally:
             self.in_sync -= 1
             self.last_bridge = time.perf_counter()
+
+    def start(self, name: str, payload: str) -> int:
+        """Default bridge, first half (isolate thread): start a host call and answer its id at
+        once; its envelope arrives later through :meth:`wait`. Sync tools go straight to a
+        worker thread, async ones (and session requests) to the engine loop."""
+        self.in_sync += 1
+        try:
+            if self.stopping or self.loop is None:
+                return STOP_LOG
+            self._started += 1
+            ident = self._started
+            tool = self.tools.get(name) if isinstance(name, str) else None
+            if tool is not None and not tool.binder.is_async:
+                self._start_on_worker(ident, tool, name, payload)
+            else:
+                self.loop.call_soon_threadsafe(self._launch, ident, name, payload)
+            return ident
+        finally:
+            self.in_sync -= 1
+            self.last_bridge = time.perf_counter()
+
+    def wait(self, timeout_ms: float) -> str:
+        """Default bridge, second half (isolate thread): block, without the GIL, until started
+        calls finish or ``timeout_ms`` passes; answer ``[[id, envelope], ...]`` (maybe empty)
+        or STOP."""
+        self.in_sync += 1
+        try:
+            if self.stopping:
+                return STOP_ENVELOPE
+            try:
+                first = self.completed.get(timeout=max(0.0, min(float(timeout_ms), 1000.0)) / 1e3)
+            except queue.Empty:
+                return "[]"
+            items = [first]
+            while True:
+                try:
+                    items.append(self.completed.get_nowait())
+                except queue.Empty:
+                    break
+            if self.stopping or None in items:
+                return STOP_ENVELOPE
+            return "[" + ",".join(f"[{ident},{envelope}]" for ident, envelope in items) + "]"  # type: ignore[misc]
+        finally:
+            self.in_sync -= 1
+            self.last_bridge = time.perf_counter()
+
+    def _start_on_worker(self, ident: int, tool: Tool, name: str, payload: str) -> None:
+        call, args = self._begin(name, payload)
+        try:
+            positional, keywords = tool.binder.bind(args)
+        except BaseException as exc:  # noqa: BLE001 - a bad argument is the call's failure
+            self.completed.put((ident, self._end(call, exc=exc)))
+            return
+        future = self.pool.submit(
+            self.context.copy().run, _contained, tool.fn, *positional, **keywords
+        )
+        self.workers.add(future)
+
+        def finished(done: Future[Any]) -> None:
+            self.workers.discard(done)
+            if done.cancelled():
+                envelope = self._end(call, exc=RuntimeError("the run was stopped"))
+            elif (exc := done.exception()) is not None:
+                envelope = self._end(call, exc=exc)
+            else:
+                value = done.result()
+                if isinstance(value, _Raised):
+                    envelope = self._end(call, exc=value.exc)
+                else:
+                    envelope = self._end(call, value)
+            self.completed.put((ident, envelope))
+
+        future.add_done_callback(finished)
+
+    def _launch(self, ident: int, name: str, payload: str) -> None:
+        """Engine loop: run an async tool (or a session request) for :meth:`start`."""
+        task = asyncio.ensure_future(self.call_async(name, payload))
+        self.tasks.add(task)
+
+        def finished(done: asyncio.Future[str]) -> None:
+            self.tasks.discard(done)
+            if done.cancelled():
+                envelope = error_envelope("the run was stopped", "RuntimeError")
+            elif done.exception() is not None:
+                envelope = error_envelope(str(done.exception()), "RuntimeError")
+            else:
+                envelope = done.result()
+            self.completed.put((ident, envelope))
+
+        task.add_done_callback(finished)
 
     async def call_async(self, name: str, payload: str) -> str:
         """Default bridge: async functions on the engine loop, sync ones on worker threads."""
@@ -331,12 +439,12 @@ class RunState:
             args = []
         if not isinstance(args, list):
             args = []
-        self._next_call += 1
-        call_id = f"call-{self._next_call}"
+        number = next(self._numbers)
+        call_id = f"call-{number}"
         data = args[0] if len(args) == 1 and isinstance(args[0], dict) else {"args": args}
         future = asyncio.get_running_loop().create_future()
         self.pending[call_id] = future
-        call = HostCall(self._next_call, name, data, self.now())
+        call = HostCall(number, name, data, self.now())
         self._record(call)
         assert self.request_sink is not None
         self.request_sink(HostCallRequest(call_id, name, data))
@@ -370,6 +478,8 @@ class RunState:
         """Cancel host work still in flight once the program is gone."""
         for future in list(self.tasks) + list(self.pending.values()):
             future.cancel()
+        for worker in list(self.workers):
+            worker.cancel()
 
 
 class _Raised:
