@@ -41,11 +41,14 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def _worker_pool() -> ThreadPoolExecutor:
-    """Shared threads for sync host functions, so slow ones overlap under ``Promise.all``."""
+    """Shared threads for sync host functions, so slow ones overlap under ``Promise.all``.
+
+    Sized for I/O (a tool waiting on a network call holds a thread, not a core): 100 slow calls
+    at once overlap fully. Threads start only when needed."""
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(
-            max_workers=max(32, (os.cpu_count() or 1) * 8), thread_name_prefix="codemode-host"
+            max_workers=max(128, (os.cpu_count() or 1) * 8), thread_name_prefix="codemode-host"
         )
     return _pool
 

@@ -737,7 +737,7 @@ class NotebookServer:
         self.name = name
         self.host = host
         self.port = port
-        self.token = token if token is not None else secrets.token_urlsafe(32)
+        self.token = token if token is not None else secrets.token_hex(32)  # never starts with "-"
         self.enable_search = enable_search
         self.wanted = [t for t in tools if t]
         self.timeout_s = timeout_s

@@ -258,7 +258,7 @@ def test_serve_prints_url_token_and_client_config(served: Served) -> None:
     out = served.serve_output.stdout
     assert served.url.startswith("http://127.0.0.1:") and served.url.endswith("/mcp")
     assert served.url in out and served.token in out
-    assert len(served.token) >= 40  # secrets.token_urlsafe(32)
+    assert len(served.token) >= 40 and not served.token.startswith("-")
     start = out.index("{")
     config = json.JSONDecoder().raw_decode(out[start:])[0]
     assert config == {
