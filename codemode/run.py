@@ -350,20 +350,19 @@ class RunState:
 
     def _launch(self, ident: int, name: str, payload: str) -> None:
         """Engine loop: run an async tool (or a session request) for :meth:`start`."""
-        task = asyncio.ensure_future(self.call_async(name, payload))
+        task = asyncio.ensure_future(self._answer(ident, name, payload))
         self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-        def finished(done: asyncio.Future[str]) -> None:
-            self.tasks.discard(done)
-            if done.cancelled():
-                envelope = error_envelope("the run was stopped", "RuntimeError")
-            elif done.exception() is not None:
-                envelope = error_envelope(str(done.exception()), "RuntimeError")
-            else:
-                envelope = done.result()
-            self.completed.put((ident, envelope))
-
-        task.add_done_callback(finished)
+    async def _answer(self, ident: int, name: str, payload: str) -> None:
+        # The answer is queued from the task itself: no further loop iteration on the way.
+        try:
+            envelope = await self.call_async(name, payload)
+        except asyncio.CancelledError:
+            envelope = error_envelope("the run was stopped", "RuntimeError")
+        except Exception as exc:  # noqa: BLE001 - call_async answers failures itself
+            envelope = error_envelope(str(exc), "RuntimeError")
+        self.completed.put((ident, envelope))
 
     async def call_async(self, name: str, payload: str) -> str:
         """Default bridge: async functions on the engine loop, sync ones on worker threads."""
