@@ -35,9 +35,9 @@ def failed(result: RunCompleted | RunFailed) -> RunFailed:
 
 
 async def assert_next_run_works(executor: Executor) -> None:
-    result = await executor.execute("return (await codemode.f({x: 20})) + 1", fns={
-        "f": lambda *, x: x * 2
-    })
+    result = await executor.execute(
+        "return (await codemode.f({x: 20})) + 1", fns={"f": lambda *, x: x * 2}
+    )
     assert ok(result).result == 41
 
 
@@ -63,8 +63,9 @@ async def test_executor_timeout_applies(make_executor) -> None:
 
 
 async def test_never_resolving_promise_times_out(executor: Executor) -> None:
-    result = failed(await executor.execute("console.log('wait');\nawait new Promise(() => {})",
-                                           timeout_s=0.5))
+    result = failed(
+        await executor.execute("console.log('wait');\nawait new Promise(() => {})", timeout_s=0.5)
+    )
     assert result.details.kind == "timeout"
     assert result.logs == ["wait"]
     await assert_next_run_works(executor)
@@ -81,8 +82,9 @@ async def test_timeout_during_pending_async_host_call(executor: Executor) -> Non
             raise
         return 1
 
-    result = failed(await executor.execute("await codemode.slow()", fns={"slow": slow},
-                                           timeout_s=0.5))
+    result = failed(
+        await executor.execute("await codemode.slow()", fns={"slow": slow}, timeout_s=0.5)
+    )
     assert result.details.kind == "timeout"
     assert cancelled.wait(2), "the pending host call was not cancelled"
     await assert_next_run_works(executor)
@@ -94,8 +96,11 @@ async def test_timeout_during_blocking_sync_host_call(executor: Executor) -> Non
         return 1
 
     started = time.perf_counter()
-    result = failed(await executor.execute("await codemode.blocking()", fns={"blocking": blocking},
-                                           timeout_s=0.5))
+    result = failed(
+        await executor.execute(
+            "await codemode.blocking()", fns={"blocking": blocking}, timeout_s=0.5
+        )
+    )
     assert result.details.kind == "timeout"
     assert time.perf_counter() - started < 1.8  # did not wait for the 2 s host call
     await assert_next_run_works(executor)
@@ -259,8 +264,10 @@ def test_many_threads_each_with_own_loop_never_panic(executor: Executor) -> None
         async def go() -> list[object]:
             out = []
             for i in range(10):
-                code = f"return (await codemode.add({{a: {i}, b: {k}}})) + " \
+                code = (
+                    f"return (await codemode.add({{a: {i}, b: {k}}})) + "
                     f"(await codemode.mul({{a: {i}, b: 2}}))"
+                )
                 out.append(ok(await executor.execute(code, fns=fns)).result)
             return out
 
@@ -482,6 +489,27 @@ async def test_idle_engine_does_not_burn_cpu(executor: Executor) -> None:
     assert used < 0.3, f"idle process used {used:.2f} s of CPU in 0.6 s"
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+async def test_waiting_on_a_slow_host_call_does_not_burn_cpu(executor: Executor, kind: str) -> None:
+    def slow_sync() -> int:
+        time.sleep(1.0)
+        return 1
+
+    async def slow_async() -> int:
+        await asyncio.sleep(1.0)
+        return 1
+
+    fn = slow_sync if kind == "sync" else slow_async
+    ok(await executor.execute("return 1"))
+    before = time.process_time()
+    result = ok(await executor.execute("return await codemode.slow()", fns={"slow": fn}))
+    used = time.process_time() - before
+    assert result.result == 1
+    # The isolate thread sleeps in the host while the call runs: a jsrun runtime awaiting a
+    # host promise instead would poll a core for the whole second.
+    assert used < 0.2, f"a 1 s host call cost {used:.2f} s of CPU"
+
+
 # ----------------------------------------------------------------- stopping, seen from outside
 
 
@@ -492,10 +520,20 @@ async def test_idle_engine_does_not_burn_cpu(executor: Executor) -> None:
 
 SCENARIO_PRELUDE = textwrap.dedent(
     """
-    import asyncio, json, time
+    import asyncio, json, threading, time
     from codemode import Executor, RunFailed, inline
 
     ticks = [0]
+
+    def start_busy_threads():
+        # Other Python threads keeping the GIL busy, as in a kernel with a busy thread.
+        def busy():
+            n = 0
+            while True:
+                n += 1
+
+        for _ in range(3):
+            threading.Thread(target=busy, daemon=True).start()
 
     def tick():
         ticks[0] += 1
@@ -520,15 +558,7 @@ SCENARIOS = {
     # awaits execute(), or the session, must stop it; four times over, while other Python
     # threads keep the GIL busy (as in a kernel with a busy thread).
     "cancel-stops-program": """
-    import threading
-
-    def busy():
-        n = 0
-        while True:
-            n += 1
-
-    for _ in range(3):
-        threading.Thread(target=busy, daemon=True).start()
+    start_busy_threads()
 
     async def main():
         outs = []
@@ -602,15 +632,7 @@ SCENARIOS = {
     # ... also while other Python threads keep the GIL busy (a kernel with a busy thread): the
     # isolate thread then waits for the GIL on its way into a host function.
     "cancel-inline-loop": """
-    import threading
-
-    def busy():
-        n = 0
-        while True:
-            n += 1
-
-    for _ in range(3):
-        threading.Thread(target=busy, daemon=True).start()
+    start_busy_threads()
 
     async def main():
         outs = []
@@ -688,7 +710,7 @@ def scenarios():
             pytest.fail(f"scenario {name!r} hung (killed after {SCENARIO_DEADLINE_S} s)")
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, (proc.returncode, stdout[-500:], stderr[-2000:])
-        return json.loads(lines[-1][len("RESULT "):]), stderr
+        return json.loads(lines[-1][len("RESULT ") :]), stderr
 
     yield collect
     for proc in procs.values():
