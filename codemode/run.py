@@ -282,7 +282,7 @@ class RunState:
         self.in_sync += 1
         try:
             if self.stopping or self.loop is None:
-                return STOP_LOG
+                return STOP_ID
             self._started += 1
             ident = self._started
             tool = self.tools.get(name) if isinstance(name, str) else None
@@ -307,15 +307,16 @@ class RunState:
                 first = self.completed.get(timeout=max(0.0, min(float(timeout_ms), 1000.0)) / 1e3)
             except queue.Empty:
                 return "[]"
-            items = [first]
-            while True:
+            items: list[tuple[int, str]] = []
+            while first is not None:  # None: the run is stopping
+                items.append(first)
                 try:
-                    items.append(self.completed.get_nowait())
+                    first = self.completed.get_nowait()
                 except queue.Empty:
                     break
-            if self.stopping or None in items:
+            if first is None or self.stopping:
                 return STOP_ENVELOPE
-            return "[" + ",".join(f"[{ident},{envelope}]" for ident, envelope in items) + "]"  # type: ignore[misc]
+            return "[" + ",".join(f"[{ident},{envelope}]" for ident, envelope in items) + "]"
         finally:
             self.in_sync -= 1
             self.last_bridge = time.perf_counter()
@@ -518,6 +519,7 @@ def _resolve(future: asyncio.Future[str], envelope: str) -> None:
 
 STOP_ENVELOPE = '{"stop":1}'
 STOP_LOG = -1
+STOP_ID = -1  # what start() answers once the run is stopping
 
 
 class _SubmittedError(Exception):
