@@ -14,7 +14,6 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,20 +33,22 @@ from codemode.events import (
     RunStarted,
 )
 from codemode.run import RunState, Tool, binder_for, is_inline
+from codemode.workers import DaemonPool
 
 MiB = 1024 * 1024
 _run_ids = itertools.count(1)
-_pool: ThreadPoolExecutor | None = None
+_pool: DaemonPool | None = None
 
 
-def _worker_pool() -> ThreadPoolExecutor:
+def _worker_pool() -> DaemonPool:
     """Shared threads for sync host functions, so slow ones overlap under ``Promise.all``.
 
     Sized for I/O (a tool waiting on a network call holds a thread, not a core): 100 slow calls
-    at once overlap fully. Threads start only when needed."""
+    at once overlap fully. Threads start only when needed, and never hold up interpreter exit
+    (see :mod:`codemode.workers`)."""
     global _pool
     if _pool is None:
-        _pool = ThreadPoolExecutor(
+        _pool = DaemonPool(
             max_workers=max(128, (os.cpu_count() or 1) * 8), thread_name_prefix="codemode-host"
         )
     return _pool

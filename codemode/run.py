@@ -15,7 +15,7 @@ import json
 import queue
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +94,7 @@ class RunState:
         tools: Mapping[str, Tool],
         observers: list[Observer],
         context: contextvars.Context,
-        pool: ThreadPoolExecutor,
+        pool: Executor,
         max_log_lines: int,
         max_log_bytes: int,
         max_calls: int = 100_000,

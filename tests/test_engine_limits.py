@@ -476,6 +476,41 @@ def test_process_exits_quietly_right_after_a_run() -> None:
     assert failures == []
 
 
+HUNG_TOOL_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, threading
+
+    never = threading.Event()
+
+    def hang() -> int:
+        never.wait()  # a network call without a timeout, say
+        return 1
+
+    async def main():
+        from codemode import Executor
+
+        program = "return await codemode.hang()"
+        r = await Executor(timeout_s=0.5).execute(program, fns={"hang": hang})
+        print("kind", r.details.kind)
+
+    asyncio.run(main())
+    """
+)
+
+
+def test_a_tool_that_never_returns_does_not_hold_up_exit() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", HUNG_TOOL_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+        env=_child_env(),
+    )
+    assert proc.returncode == 0, proc.stderr[-600:]
+    assert "kind timeout" in proc.stdout
+
+
 # ------------------------------------------------------------------------------ idle cost
 
 
