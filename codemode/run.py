@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import itertools
 import json
 import queue
@@ -70,8 +69,6 @@ def error_envelope(message: str, type_name: str) -> str:
 
 def describe_exception(name: str, exc: BaseException) -> tuple[str, str]:
     """The message JavaScript sees for a failed host call, and the Python type's name."""
-    if isinstance(exc, _HostBaseException):
-        exc = exc.exc
     type_name = type(exc).__name__
     if type_name in ("ArgumentError", "ConversionError"):
         return str(exc), type_name
@@ -366,7 +363,8 @@ class RunState:
         self.completed.put((ident, envelope))
 
     async def call_async(self, name: str, payload: str) -> str:
-        """Default bridge: async functions on the engine loop, sync ones on worker threads."""
+        """Engine loop: an async tool's call, or a session request (sync tools never come here:
+        :meth:`start` hands them to a worker thread)."""
         if self.stopping:
             return await self._park()
         tool = self.tools.get(name) if isinstance(name, str) else None
@@ -377,29 +375,11 @@ class RunState:
         call, args = self._begin(name, payload)
         try:
             positional, keywords = tool.binder.bind(args)
-            if tool.binder.is_async:
-                # Each bridge call already runs in a task of its own: give it the caller's
-                # context variables and await in place (cheaper than another task).
-                for var, value in self.context.items():
-                    var.set(value)
-                future: asyncio.Future[Any] | None = asyncio.current_task()
-                awaitable = tool.fn(*positional, **keywords)
-            else:
-                future = awaitable = asyncio.get_running_loop().run_in_executor(
-                    self.pool,
-                    functools.partial(
-                        self.context.copy().run, _contained, tool.fn, *positional, **keywords
-                    ),
-                )
-            if future is not None:
-                self.tasks.add(future)
-            try:
-                value = await awaitable
-            finally:
-                if future is not None:
-                    self.tasks.discard(future)
-            if isinstance(value, _Raised):
-                raise _HostBaseException(value.exc)
+            # Each call already runs in a task of its own: give it the caller's context
+            # variables and await in place (cheaper than another task).
+            for var, value in self.context.items():
+                var.set(value)
+            value = await tool.fn(*positional, **keywords)
         except asyncio.CancelledError:
             if self.stopping:
                 return await self._park()
@@ -489,14 +469,6 @@ class _Raised:
     __slots__ = ("exc",)
 
     def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-class _HostBaseException(Exception):
-    """Carries a tool's BaseException to :func:`describe_exception` as an ordinary failure."""
-
-    def __init__(self, exc: BaseException) -> None:
-        super().__init__(exc)
         self.exc = exc
 
 
