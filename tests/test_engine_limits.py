@@ -585,6 +585,32 @@ SCENARIO_PRELUDE = textwrap.dedent(
                 return True
             await asyncio.sleep(0.01)
         return False
+
+    async def cancel_task_then_session(ex, code, fns, *, session_as_context):
+        # Cancel the task awaiting execute(), then a session (leaving its `async with`, or by
+        # session.cancel()); report whether each started, stopped and how the session ended.
+        out = {}
+        ticks[0] = 0
+        task = asyncio.create_task(ex.execute(code, fns=fns))
+        out["task_started"] = await started()
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            out["task_raised"] = True
+        out["task_still_running"] = await still_running()
+        ticks[0] = 0
+        if session_as_context:
+            async with await ex.start(code, fns) as session:
+                out["session_started"] = await started()
+        else:
+            session = await ex.start(code, fns)
+            out["session_started"] = await started()
+            await session.cancel()
+        final = await session.next_event()
+        out["session_kind"] = final.details.kind if isinstance(final, RunFailed) else "completed"
+        out["session_still_running"] = await still_running()
+        return out
     """
 )
 
@@ -600,24 +626,9 @@ SCENARIOS = {
         ex = Executor(timeout_s=30)
         code = "while (true) { await new Promise(r => setTimeout(r, 20)); await codemode.tick(); }"
         for _ in range(4):
-            out = {}
-            ticks[0] = 0
-            task = asyncio.create_task(ex.execute(code, fns={"tick": tick}))
-            out["task_started"] = await started()
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                out["task_raised"] = True
-            out["task_still_running"] = await still_running()
-            ticks[0] = 0
-            async with await ex.start(code, {"tick": tick}) as session:
-                out["session_started"] = await started()
-            final = await session.next_event()
-            out["session_kind"] = (
-                final.details.kind if isinstance(final, RunFailed) else "completed"
+            out = await cancel_task_then_session(
+                ex, code, {"tick": tick}, session_as_context=True
             )
-            out["session_still_running"] = await still_running()
             out["next"] = (await ex.execute("6 * 7")).result
             outs.append(out)
         print("RESULT " + json.dumps(outs))
@@ -675,26 +686,9 @@ SCENARIOS = {
         code = "while (true) { codemode.tick(); }"
         fns = {"tick": inline(tick)}
         for _ in range(3):
-            out = {}
-            ticks[0] = 0
-            task = asyncio.create_task(ex.execute(code, fns=fns))
-            out["task_started"] = await started()
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                out["task_raised"] = True
-            out["task_still_running"] = await still_running()
-            ticks[0] = 0
-            session = await ex.start(code, fns)
-            out["session_started"] = await started()
-            await session.cancel()
-            final = await session.next_event()
-            out["session_kind"] = (
-                final.details.kind if isinstance(final, RunFailed) else "completed"
+            outs.append(
+                await cancel_task_then_session(ex, code, fns, session_as_context=False)
             )
-            out["session_still_running"] = await still_running()
-            outs.append(out)
         print("RESULT " + json.dumps(outs))
 
     asyncio.run(main())
@@ -754,31 +748,29 @@ def scenarios():
             proc.communicate()
 
 
-@pytest.mark.xfail(
+TERMINATE_HOLDS_THE_GIL = pytest.mark.xfail(
     strict=False,
     reason="jsrun 0.3 terminate() holds the GIL while it waits for the isolate thread: a cancel "
     "that lands while that thread is about to call into Python can still deadlock (the engine "
     "narrows the window to microseconds; it cannot close it without a jsrun change)",
 )
+# What cancel_task_then_session() reports when both cancels stop the program.
+STOPPED_BOTH_WAYS = {
+    "task_started": True,
+    "task_raised": True,
+    "task_still_running": False,
+    "session_started": True,
+    "session_kind": "cancelled",
+    "session_still_running": False,
+}
+
+
+@TERMINATE_HOLDS_THE_GIL
 def test_cancel_really_stops_the_program(scenarios) -> None:
-    expected = {
-        "task_started": True,
-        "task_raised": True,
-        "task_still_running": False,
-        "session_started": True,
-        "session_kind": "cancelled",
-        "session_still_running": False,
-        "next": 42,
-    }
-    assert scenarios("cancel-stops-program") == [expected] * 4
+    assert scenarios("cancel-stops-program") == [{**STOPPED_BOTH_WAYS, "next": 42}] * 4
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="jsrun 0.3 terminate() holds the GIL while it waits for the isolate thread: a cancel "
-    "that lands while that thread is about to call into Python can still deadlock (the engine "
-    "narrows the window to microseconds; it cannot close it without a jsrun change)",
-)
+@TERMINATE_HOLDS_THE_GIL
 def test_timeout_stops_busy_loops_of_host_calls(scenarios) -> None:
     assert scenarios("timeout-host-call-loops") == ["timeout"] * 6
 
@@ -788,18 +780,10 @@ def test_timeout_stops_busy_loops_of_host_calls(scenarios) -> None:
     reason="ENGINE BUG: cancelling a loop of inline host calls while other Python threads are "
     "busy deadlocks the process: executor._retire_when_quiet() takes 'no bridge entered for "
     "20 ms' as safe and calls Runtime.terminate() (GIL held) while the isolate thread is still "
-    "waiting for the GIL on its way into cm_sync",
+    "waiting for the GIL on its way into the host bridge",
 )
 def test_cancel_stops_busy_loop_of_inline_calls(scenarios) -> None:
-    expected = {
-        "task_started": True,
-        "task_raised": True,
-        "task_still_running": False,
-        "session_started": True,
-        "session_kind": "cancelled",
-        "session_still_running": False,
-    }
-    assert scenarios("cancel-inline-loop") == [expected] * 3
+    assert scenarios("cancel-inline-loop") == [STOPPED_BOTH_WAYS] * 3
 
 
 def test_cancel_leaves_no_asyncio_noise(scenarios) -> None:
