@@ -559,6 +559,27 @@ def _missing_fields(names: list[str]) -> _Mismatch:
     return _Mismatch("is missing required fields " + ", ".join(f"'{n}'" for n in names))
 
 
+def _check_fields(value: abc.Mapping[Any, Any], fields: dict[str, _Field]) -> dict[str, Any]:
+    """The checked values of a JSON object's keys, for a record or TypedDict: unknown keys and
+    missing required ones are refused; a null for a field whose default is None is left out."""
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is None:
+            raise _unexpected_field(str(key), fields)
+        if item is None and field.null_default:
+            continue
+        try:
+            out[key] = field.checker.check(item)
+        except _Mismatch as exc:
+            exc.push(key)
+            raise
+    missing = [f.name for f in fields.values() if f.required and f.name not in out]
+    if missing:
+        raise _missing_fields(missing)
+    return out
+
+
 def _record_checker(cls: type, build_fields: Callable[[], dict[str, _Field]]) -> _Checker:
     """Checker for a class built from keyword arguments (dataclass, NamedTuple).
 
@@ -573,22 +594,7 @@ def _record_checker(cls: type, build_fields: Callable[[], dict[str, _Field]]) ->
             raise _expected("object", value)
         if not compiled:
             compiled.append(build_fields())
-        fields = compiled[0]
-        kwargs: dict[str, Any] = {}
-        for key, item in value.items():
-            field = fields.get(key)
-            if field is None:
-                raise _unexpected_field(str(key), fields)
-            if item is None and field.null_default:
-                continue
-            try:
-                kwargs[key] = field.checker.check(item)
-            except _Mismatch as exc:
-                exc.push(key)
-                raise
-        missing = [f.name for f in fields.values() if f.required and f.name not in kwargs]
-        if missing:
-            raise _missing_fields(missing)
+        kwargs = _check_fields(value, compiled[0])
         try:
             return cls(**kwargs)
         except (TypeError, ValueError) as exc:
@@ -645,21 +651,7 @@ def _typeddict_checker(cls: type) -> _Checker:
             raise _expected("object", value)
         if not compiled:
             compiled.append(build())
-        fields = compiled[0]
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            field = fields.get(key)
-            if field is None:
-                raise _unexpected_field(str(key), fields)
-            try:
-                out[key] = field.checker.check(item)
-            except _Mismatch as exc:
-                exc.push(key)
-                raise
-        missing = [f.name for f in fields.values() if f.required and f.name not in out]
-        if missing:
-            raise _missing_fields(missing)
-        return out
+        return _check_fields(value, compiled[0])
 
     return _Checker(conv, "object", cls.__name__, {"object"})
 
