@@ -325,9 +325,9 @@ class RunState:
         except BaseException as exc:  # noqa: BLE001 - a bad argument is the call's failure
             self.completed.put((ident, self._end(call, exc=exc)))
             return
-        future = self.pool.submit(
-            self.context.copy().run, _contained, tool.fn, *positional, **keywords
-        )
+        # Any exception the tool raises (SystemExit and StopIteration included) lands on this
+        # concurrent future, never on the engine's event loop.
+        future = self.pool.submit(self.context.copy().run, tool.fn, *positional, **keywords)
         self.workers.add(future)
 
         def finished(done: Future[Any]) -> None:
@@ -337,11 +337,7 @@ class RunState:
             elif (exc := done.exception()) is not None:
                 envelope = self._end(call, exc=exc)
             else:
-                value = done.result()
-                if isinstance(value, _Raised):
-                    envelope = self._end(call, exc=value.exc)
-                else:
-                    envelope = self._end(call, value)
+                envelope = self._end(call, done.result())
             self.completed.put((ident, envelope))
 
         future.add_done_callback(finished)
@@ -460,28 +456,6 @@ class RunState:
             future.cancel()
         for worker in list(self.workers):
             worker.cancel()
-
-
-class _Raised:
-    """A BaseException (SystemExit, GeneratorExit, ...) a sync tool raised on a worker thread,
-    carried back as a value: raised through an asyncio future it would escape the engine loop."""
-
-    __slots__ = ("exc",)
-
-    def __init__(self, exc: BaseException) -> None:
-        self.exc = exc
-
-
-def _contained(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Run a sync tool on a worker thread; BaseExceptions come back as a :class:`_Raised`."""
-    try:
-        return fn(*args, **kwargs)
-    except (StopIteration, StopAsyncIteration) as exc:
-        return _Raised(exc)  # asyncio cannot set these on a future: its waiter would hang
-    except Exception:
-        raise
-    except BaseException as exc:  # noqa: BLE001 - see _Raised
-        return _Raised(exc)
 
 
 def _resolve(future: asyncio.Future[str], envelope: str) -> None:
