@@ -41,14 +41,16 @@ def harness_source() -> str:
 class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
-    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit)."""
+    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit). ``tid`` is the
+    isolate thread's native id, learnt on its first call into the host."""
 
-    __slots__ = ("run", "gate", "job")
+    __slots__ = ("run", "gate", "job", "tid")
 
     def __init__(self) -> None:
         self.run: Any = None
         self.gate = threading.Event()
         self.job = ""
+        self.tid = 0
 
 
 class Prepared:
@@ -81,23 +83,36 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
     ``wait``)."""
 
     def cm_host(op: str, a: Any, b: Any) -> Any:
+        if not slot.tid:
+            slot.tid = threading.get_native_id()
         if op == "park":
             slot.gate.wait()
             return slot.job
         run = slot.run
         if run is None:
             return _NO_RUN_ANSWERS.get(op)
-        if op == "start":
-            return run.start(a, b)
-        if op == "wait":
-            return run.wait(a)
-        if op == "call":
-            return run.call_sync(a, b)
-        if op == "log":
-            return run.log(a, b)
-        if op == "done":
-            run.finish(a)
-        return None
+        # ``in_sync`` counts the isolate thread in here. Its decrement must stay the very last
+        # statement before ``return``: no thread switch can happen between the two, so once
+        # the engine sees it at zero, the isolate thread never needs the GIL for this call
+        # again (see RunState.silent).
+        run.in_sync += 1
+        try:
+            if op == "start":
+                answer = run.start(a, b)
+            elif op == "wait":
+                answer = run.wait(a)
+            elif op == "call":
+                answer = run.call_sync(a, b)
+            elif op == "log":
+                answer = run.log(a, b)
+            else:
+                answer = None
+                if op == "done":
+                    run.finish(a)
+        finally:
+            run.last_bridge = time.perf_counter()
+            run.in_sync -= 1
+        return answer
 
     runtime.bind_function("__cm_host", cm_host)
 
@@ -120,9 +135,13 @@ class Engine:
         self._pools: dict[int, deque[Prepared]] = {}
         self._preparing: dict[int, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._watchers: set[asyncio.Future[Any]] = set()
         self._snapshot: bytes | None = None
         self._closing = False
         self._live: set[Runtime] = set()
+        # Runtimes whose isolate thread is stuck in a host function that never returned: never
+        # terminated or closed (that would deadlock on the GIL), only let go at shutdown.
+        self._abandoned: set[Runtime] = set()
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._main, args=(ready,), name="codemode-engine", daemon=True
@@ -278,8 +297,23 @@ class Engine:
         self.loop.call_soon(self._close_runtime, runtime)
         self._schedule_refill(prepared.heap)
 
+    def abandon(self, prepared: Prepared) -> None:
+        """Give up on a runtime whose isolate thread a host function keeps (engine thread): it
+        is not closed at shutdown, only let go (dropping it never waits for its thread)."""
+        runtime = prepared.runtime
+        if runtime is not None and runtime in self._live:
+            self._live.discard(runtime)
+            self._abandoned.add(runtime)
+        # Its retirement keeps watching, but shutdown no longer waits for it.
+        task = asyncio.current_task()
+        if task is not None and task in self._tasks:
+            self._tasks.discard(task)
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
+
     def _close_runtime(self, runtime: Runtime) -> None:
         self._live.discard(runtime)
+        self._abandoned.discard(runtime)
         try:
             runtime.close()
         except Exception:  # noqa: BLE001 - a broken runtime still has to go
@@ -294,6 +328,9 @@ class Engine:
         """Unpark and close every runtime on this thread, then stop the loop."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=3)
+        for watcher in list(self._watchers):
+            watcher.cancel()
+        await asyncio.sleep(0)
         self._closing = True
         for task in list(self._preparing.values()):
             task.cancel()
@@ -317,6 +354,7 @@ class Engine:
             pool.clear()
         for runtime in list(self._live):
             self._close_runtime(runtime)
+        self._abandoned.clear()
         # Runtime objects may only be freed on this thread: collect any cycle holding one now.
         gc.collect()
 

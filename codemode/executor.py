@@ -457,43 +457,70 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 
 
 async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
-    """jsrun's ``terminate()`` and ``close()`` hold the GIL while they wait for the isolate
-    thread, so they deadlock if that thread is waiting for the GIL to enter a host function.
-    With the run stopping, sync host functions answer STOP (the program then spins in pure
-    JavaScript) and async ones never answer while the isolate lives; once no host function has
-    been entered for a moment, terminating and closing are safe."""
+    """Stop the run's isolate for good, then close it, without ever deadlocking.
+
+    jsrun's ``terminate()`` and ``close()`` hold the GIL while they wait for the isolate thread,
+    so they deadlock if that thread wants the GIL to enter (or leave) a host function. And a
+    runtime may still run JavaScript after its run: a timer the program left spinning, or, after
+    jsrun's own timeout (which lifts the termination once the evaluation has failed), the
+    program's pending callbacks; ``close()`` on a runtime that is running JavaScript never
+    returns. So every runtime is terminated before it is closed (then ``close()`` only lets go):
+    at once when the run is silent (the harness was told to stop, or reported its outcome, and
+    that bridge call has returned, see :meth:`RunState.silent`); otherwise, a run stopped while
+    it calls no host function, once no bridge has been entered for a moment, which leaves a
+    window of microseconds. A bridge blocked in a host function that never returns leaks the
+    isolate (reported by the engine), never the process."""
     engine = get_engine()
-    evaluation = run.evaluation
-    terminated = False
-    for _ in range(400):  # about 2 s at most
+    waited = 0
+    while True:
         evaluation = run.evaluation
-        parked = prepared.parked
         if evaluation is None:
-            finished = parked is None or parked.done()
-        else:
-            finished = run.envelope is not None or evaluation.done()
-        if finished:
-            # The harness is silent after its outcome: close once the evaluation has returned.
-            if (evaluation is None or evaluation.done()) and run.quiet(0.01):
+            # The job never started: unpark the runtime (it quits) and close it once it has.
+            parked = prepared.parked
+            if parked is None:
                 break
-        elif not terminated and evaluation is not None and run.quiet(0.02):
-            # Still running (cancelled): terminate(), the one stop jsrun offers. Sleeping first
-            # lets a thread waiting for the GIL to enter a host function in (it would show up
-            # below); the check and the call that follow leave it a window of microseconds.
-            time.sleep(0.001)
-            if run.envelope is None and run.quiet(0.001) and not evaluation.done():
-                _terminate(prepared)
-                terminated = True
-        if terminated and evaluation is not None and evaluation.done():
+            if not parked.done():
+                prepared.slot.job = ""
+                prepared.slot.gate.set()
+            elif run.quiet(0.001):
+                break
+        elif run.silent():
             break
-        await asyncio.sleep(0.005)
-    else:
-        # A host function still blocks the isolate thread: leak the isolate, never deadlock.
-        _resolve_retired(run)
-        return
+        elif run.quiet(0.02) and _isolate_running(prepared.slot.tid):
+            # Stopped while calling no host function (a CPU loop, cancelled). An isolate thread
+            # waiting for the GIL on its way into a host function would look just as quiet, but
+            # it sleeps: this one runs JavaScript. Sleeping first lets a thread that was about
+            # to enter in; the check and the call that follow leave a window of microseconds.
+            time.sleep(0.001)
+            if run.silent() or run.quiet(0.001):
+                break
+        waited += 1
+        if waited == 400:  # about 2 s: let the caller go; keep watching, less often
+            engine.abandon(prepared)
+            _resolve_retired(run)
+        await asyncio.sleep(0.005 if waited < 400 else 0.1)
+    _terminate(prepared)
     run.prepared = None  # runtimes never leave this thread
     engine.dispose(prepared)
     _resolve_retired(run)
+
+
+def _isolate_running(tid: int) -> bool:
+    """Whether the isolate thread is running (JavaScript), as opposed to asleep: waiting for
+    the GIL, or blocked. Read from Linux's per-thread state; elsewhere (or before the thread
+    is known) assume it runs."""
+    if not tid:
+        return True
+    try:
+        for _ in range(5):
+            with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
+                stat = fh.read()
+            if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"R":
+                return False
+            time.sleep(0.0002)
+    except (OSError, ValueError):
+        return True
+    return True
 
 
 def _resolve_retired(run: RunState) -> None:

@@ -121,8 +121,10 @@ class RunState:
         self.timed_out = False
         self.prepared: Any = None
         # Stopping: every bridge answers STOP, after which the program never calls the host
-        # again, so terminating its isolate cannot deadlock on the GIL (jsrun's terminate()
-        # holds the GIL while it waits for the isolate thread).
+        # again (it spins until terminated). jsrun's terminate() holds the GIL while it waits
+        # for the isolate thread, so it is safe only once that thread will never want the GIL
+        # again: ``silenced`` (a STOP answered, or the outcome reported) with no bridge
+        # running (``in_sync``, kept by the bridge dispatcher, see ``engine._bind_bridges``).
         # Default host calls: started from the isolate thread, answered through this queue,
         # which the program's pump blocks on (``wait``): a jsrun runtime awaiting a host promise
         # would keep a core busy polling, one blocked in a host function sleeps.
@@ -135,6 +137,7 @@ class RunState:
         self.has_slot = False
         self.retired: asyncio.Future[None] | None = None
         self.in_sync = 0
+        self.silenced = False
         self.last_bridge = 0.0
         self.envelope: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -167,15 +170,8 @@ class RunState:
 
     def log(self, level: str, text: str) -> int:
         """Record one console line. Answers 1 (kept), 0 (the log is full) or -1 (stop)."""
-        self.in_sync += 1
-        try:
-            return self._log(level, text)
-        finally:
-            self.in_sync -= 1
-            self.last_bridge = time.perf_counter()
-
-    def _log(self, level: str, text: str) -> int:
         if self.stopping:
+            self.silenced = True
             return STOP_LOG
         if level == "dropped":
             # The harness reports how many lines it has dropped since the log filled up.
@@ -240,83 +236,68 @@ class RunState:
 
     def finish(self, envelope: str) -> None:
         """The harness's outcome, reported the moment the program ends (isolate thread). From
-        here on the run is stopping: nothing more is answered while the isolate lives."""
-        self.in_sync += 1
-        try:
-            self.stopping = True
-            if self.envelope is None:
-                self.envelope = envelope
-                if self.loop is not None and self.done is not None:
-                    self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
-        finally:
-            self.in_sync -= 1
-            self.last_bridge = time.perf_counter()
+        here on the run is stopping, and the harness never calls the host again."""
+        self.silenced = True
+        self.stopping = True
+        if self.envelope is None:
+            self.envelope = envelope
+            if self.loop is not None and self.done is not None:
+                self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
 
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
-        self.in_sync += 1
+        if self.stopping:
+            self.silenced = True
+            return STOP_ENVELOPE
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is None:
+            return error_envelope(f"no tool named {name!r}", "LookupError")
+        call, args = self._begin(name, payload)
         try:
-            if self.stopping:
-                return STOP_ENVELOPE
-            tool = self.tools.get(name) if isinstance(name, str) else None
-            if tool is None:
-                return error_envelope(f"no tool named {name!r}", "LookupError")
-            call, args = self._begin(name, payload)
-            try:
-                positional, keywords = tool.binder.bind(args)
-                value = self.context.copy().run(tool.fn, *positional, **keywords)
-            except BaseException as exc:  # noqa: BLE001 - SystemExit from a tool included
-                return self._end(call, exc=exc)
-            return self._end(call, value)
-        finally:
-            self.in_sync -= 1
-            self.last_bridge = time.perf_counter()
+            positional, keywords = tool.binder.bind(args)
+            value = self.context.copy().run(tool.fn, *positional, **keywords)
+        except BaseException as exc:  # noqa: BLE001 - SystemExit from a tool included
+            return self._end(call, exc=exc)
+        return self._end(call, value)
 
     def start(self, name: str, payload: str) -> int:
         """Default bridge, first half (isolate thread): start a host call and answer its id at
         once; its envelope arrives later through :meth:`wait`. Sync tools go straight to a
         worker thread, async ones (and session requests) to the engine loop."""
-        self.in_sync += 1
-        try:
-            if self.stopping or self.loop is None:
-                return STOP_ID
-            self._started += 1
-            ident = self._started
-            tool = self.tools.get(name) if isinstance(name, str) else None
-            if tool is not None and not tool.binder.is_async:
-                self._start_on_worker(ident, tool, name, payload)
-            else:
-                self.loop.call_soon_threadsafe(self._launch, ident, name, payload)
-            return ident
-        finally:
-            self.in_sync -= 1
-            self.last_bridge = time.perf_counter()
+        if self.stopping or self.loop is None:
+            self.silenced = True
+            return STOP_ID
+        self._started += 1
+        ident = self._started
+        tool = self.tools.get(name) if isinstance(name, str) else None
+        if tool is not None and not tool.binder.is_async:
+            self._start_on_worker(ident, tool, name, payload)
+        else:
+            self.loop.call_soon_threadsafe(self._launch, ident, name, payload)
+        return ident
 
     def wait(self, timeout_ms: float) -> str:
         """Default bridge, second half (isolate thread): block, without the GIL, until started
         calls finish or ``timeout_ms`` passes; answer ``[[id, envelope], ...]`` (maybe empty)
         or STOP."""
-        self.in_sync += 1
+        if self.stopping:
+            self.silenced = True
+            return STOP_ENVELOPE
         try:
-            if self.stopping:
-                return STOP_ENVELOPE
+            first = self.completed.get(timeout=max(0.0, min(float(timeout_ms), 1000.0)) / 1e3)
+        except queue.Empty:
+            return "[]"
+        items: list[tuple[int, str]] = []
+        while first is not None:  # None: the run is stopping
+            items.append(first)
             try:
-                first = self.completed.get(timeout=max(0.0, min(float(timeout_ms), 1000.0)) / 1e3)
+                first = self.completed.get_nowait()
             except queue.Empty:
-                return "[]"
-            items: list[tuple[int, str]] = []
-            while first is not None:  # None: the run is stopping
-                items.append(first)
-                try:
-                    first = self.completed.get_nowait()
-                except queue.Empty:
-                    break
-            if first is None or self.stopping:
-                return STOP_ENVELOPE
-            return "[" + ",".join(f"[{ident},{envelope}]" for ident, envelope in items) + "]"
-        finally:
-            self.in_sync -= 1
-            self.last_bridge = time.perf_counter()
+                break
+        if first is None or self.stopping:
+            self.silenced = True
+            return STOP_ENVELOPE
+        return "[" + ",".join(f"[{ident},{envelope}]" for ident, envelope in items) + "]"
 
     def _start_on_worker(self, ident: int, tool: Tool, name: str, payload: str) -> None:
         call, args = self._begin(name, payload)
@@ -406,6 +387,13 @@ class RunState:
     def quiet(self, seconds: float = 0.01) -> bool:
         """No host function running on the isolate thread, none left in the last moment."""
         return self.in_sync == 0 and time.perf_counter() - self.last_bridge >= seconds
+
+    def silent(self) -> bool:
+        """The isolate thread will never enter Python again for this run: the harness has been
+        told to stop (or has reported its outcome) and that bridge call has returned. The
+        dispatcher's last statement before returning is the ``in_sync`` decrement, and no
+        thread switch can happen between the two, so this is exact, not a guess."""
+        return self.silenced and self.in_sync == 0
 
     async def _request(self, name: str, payload: str) -> str:
         """Session mode: hand an unknown target to the driver and wait for its answer."""
