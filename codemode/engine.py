@@ -41,15 +41,17 @@ def harness_source() -> str:
 class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
-    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit). ``tid`` is the
-    isolate thread's native id, learnt on its first call into the host."""
+    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``parked`` says
+    its isolate thread is waiting at the gate. ``tid`` is the isolate thread's native id,
+    learnt on its first call into the host."""
 
-    __slots__ = ("run", "gate", "job", "tid")
+    __slots__ = ("run", "gate", "job", "parked", "tid")
 
     def __init__(self) -> None:
         self.run: Any = None
         self.gate = threading.Event()
         self.job = ""
+        self.parked = False
         self.tid = 0
 
 
@@ -66,12 +68,10 @@ class Prepared:
         self.expiry: asyncio.TimerHandle | None = None
         self.parked: asyncio.Future[Any] | None = None
 
-    def start(self, job: str) -> asyncio.Future[Any]:
-        """Hand a parked runtime its job; the returned future yields the run's envelope."""
-        assert self.parked is not None
+    def hand(self, job: str) -> None:
+        """Give a parked runtime its job ("": quit)."""
         self.slot.job = job
         self.slot.gate.set()
-        return self.parked
 
 
 def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
@@ -86,6 +86,7 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
         if not slot.tid:
             slot.tid = threading.get_native_id()
         if op == "park":
+            slot.parked = True
             slot.gate.wait()
             return slot.job
         run = slot.run
@@ -277,8 +278,7 @@ class Engine:
             self._close_runtime(runtime)
 
         parked.add_done_callback(close)
-        prepared.slot.job = ""
-        prepared.slot.gate.set()
+        prepared.hand("")
         return parked
 
     def prewarm(self, heap: int) -> None:

@@ -289,16 +289,26 @@ class Executor:
             run.emit(RunStarted(run.run_id, spec.code, sorted(run.tools)))
         outcome: RunResult | None = None
         try:
+            script = spec.script
+            handed = False
             if prepared.parked is not None:
-                await prepared.start(spec.job)
                 script = "__codemode_run_job()"
-            else:
-                script = spec.script
+                if not prepared.slot.parked:
+                    # Its evaluation has not reached the gate yet: the job's evaluation could
+                    # overtake it (jsrun sends each one through its own task). Wait for it.
+                    prepared.hand(spec.job)
+                    handed = True
+                    await prepared.parked
             if run.stopping:
                 raise _Cancelled
             evaluation = asyncio.ensure_future(
                 prepared.runtime.eval_async(script, timeout=spec.timeout)
             )
+            if prepared.parked is not None and not handed:
+                # The isolate thread waits at the gate, inside its first evaluation: the job's
+                # evaluation, queued now, cannot start before that one returns. Saves a round
+                # trip through this loop.
+                prepared.hand(spec.job)
             run.evaluation = evaluation
             evaluation.add_done_callback(_retrieve)
             # A host function blocking the isolate thread keeps jsrun from noticing its own
@@ -480,8 +490,7 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
             if parked is None:
                 break
             if not parked.done():
-                prepared.slot.job = ""
-                prepared.slot.gate.set()
+                prepared.hand("")
             elif run.quiet(0.001):
                 break
         elif run.silent():

@@ -965,7 +965,6 @@
   }
 
   function runJob() {
-    sealGlobals([]);
     const { config, code } = JSONparse(parkedJob);
     parkedJob = "";
     return run(config, code);
