@@ -257,8 +257,13 @@ class RunState:
             positional, keywords = tool.binder.bind(args)
             value = self.context.copy().run(tool.fn, *positional, **keywords)
         except BaseException as exc:  # noqa: BLE001 - SystemExit from a tool included
-            return self._end(call, exc=exc)
-        return self._end(call, value)
+            envelope = self._end(call, exc=exc)
+        else:
+            envelope = self._end(call, value)
+        if self.stopping:  # stopped (timeout, cancel) while the tool ran: the program halts now
+            self.silenced = True
+            return STOP_ENVELOPE
+        return envelope
 
     def start(self, name: str, payload: str) -> int:
         """Default bridge, first half (isolate thread): start a host call and answer its id at

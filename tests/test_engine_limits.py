@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from codemode import Executor, RunCompleted, RunFailed
+from codemode import Executor, RunCompleted, RunFailed, inline
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -247,6 +247,22 @@ async def test_isolate_left_running_after_its_run_is_stopped(
     await asyncio.sleep(0.6)
     # Measured per thread (the machine may be busy): no V8 isolate thread runs all the time.
     assert await _spinning_isolate_threads(0.5) == 0, "the finished run's isolate still spins"
+    assert ok(await executor.execute("6 * 7")).result == 42
+
+
+async def test_isolate_held_by_a_slow_inline_tool_is_stopped_once_it_returns(
+    executor: Executor,
+) -> None:
+    @inline
+    def slow() -> int:
+        time.sleep(2.5)
+        return 1
+
+    code = "codemode.slow(); while (true) {}"
+    result = await executor.execute(code, fns={"slow": slow}, timeout_s=0.3)
+    assert isinstance(result, RunFailed) and result.details.kind == "timeout"
+    await asyncio.sleep(3.0)  # the tool has returned by now
+    assert await _spinning_isolate_threads(0.5) == 0, "the timed-out run's isolate still spins"
     assert ok(await executor.execute("6 * 7")).result == 42
 
 
