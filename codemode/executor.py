@@ -477,9 +477,10 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     returns. So every runtime is terminated before it is closed (then ``close()`` only lets go):
     at once when the run is silent (the harness was told to stop, or reported its outcome, and
     that bridge call has returned, see :meth:`RunState.silent`); otherwise, a run stopped while
-    it calls no host function, once no bridge has been entered for a moment, which leaves a
-    window of microseconds. A bridge blocked in a host function that never returns leaks the
-    isolate (reported by the engine), never the process."""
+    it calls no host function, once no bridge has been entered for a moment and its thread is
+    seen running JavaScript, which leaves a window of microseconds. An isolate a host function
+    keeps blocked lets its caller go after about 2 s; it is terminated if the function ever
+    returns, and only let go at shutdown otherwise."""
     engine = get_engine()
     waited = 0
     while True:
