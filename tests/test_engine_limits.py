@@ -610,9 +610,10 @@ async def test_waiting_on_a_slow_host_call_does_not_burn_cpu(executor: Executor,
 
 
 # Whether a stopped program really stopped is seen from the host functions it keeps calling.
-# Those checks run in child processes: a program that calls host functions while it is being
-# terminated has been seen to deadlock the whole interpreter (GIL held in jsrun's terminate),
-# which would hang this test process beyond what pytest-timeout can interrupt.
+# Those checks run in child processes: stopping a program that calls host functions is where
+# jsrun's terminate() and close() (which hold the GIL while they wait for the isolate thread)
+# can deadlock the whole interpreter, which would hang this test process beyond what
+# pytest-timeout can interrupt.
 
 SCENARIO_PRELUDE = textwrap.dedent(
     """
