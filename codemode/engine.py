@@ -42,8 +42,8 @@ class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``parked`` says
-    its isolate thread is waiting at the gate. ``tid`` is the isolate thread's native id,
-    learnt on its first call into the host."""
+    its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` is
+    the isolate thread's native id, learnt on its first call into the host."""
 
     __slots__ = ("run", "gate", "job", "parked", "tid")
 
@@ -88,7 +88,9 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
         if op == "park":
             slot.parked = True
             slot.gate.wait()
-            return slot.job
+            job = slot.job
+            slot.parked = False  # last statement before return (see in_sync below)
+            return job
         run = slot.run
         if run is None:
             return _NO_RUN_ANSWERS.get(op)

@@ -298,7 +298,9 @@ class Executor:
                     # overtake it (jsrun sends each one through its own task). Wait for it.
                     prepared.hand(spec.job)
                     handed = True
-                    await prepared.parked
+                    # Shielded: cancelling this run must not cancel the parked evaluation's
+                    # future, whose completion says the isolate thread has left the gate.
+                    await asyncio.shield(prepared.parked)
             if run.stopping:
                 raise _Cancelled
             evaluation = asyncio.ensure_future(
@@ -492,7 +494,7 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
                 break
             if not parked.done():
                 prepared.hand("")
-            elif run.quiet(0.001):
+            elif not prepared.slot.parked:
                 break
         elif run.silent():
             break

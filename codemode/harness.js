@@ -824,7 +824,9 @@
     // grows (each drop up to 1,000, then every 1,000th) so it survives a run that never ends.
     const drop = () => {
       dropped++;
-      if (dropped <= 1000 || dropped % 1000 === 0) logBridge("dropped", StringFn(dropped));
+      if (dropped <= 1000 || dropped % 1000 === 0) {
+        if (logBridge("dropped", StringFn(dropped)) === STOP) halt();
+      }
     };
     const emit = (level, text) => {
       if (finished) return;

@@ -737,6 +737,38 @@ SCENARIOS = {
     asyncio.run(main())
     """,
     # Cancelling a busy loop of inline host calls (task and session) must stop it.
+    # A program flooding the console once the log is full only reports how many lines it
+    # dropped: that report must honour the stop answer too, or the program keeps calling the
+    # host while its isolate is being terminated.
+    "cancel-full-log": """
+    async def main():
+        ex = Executor(timeout_s=30, max_log_lines=1)
+        kinds = []
+        for _ in range(15):
+            try:
+                await asyncio.wait_for(ex.execute("for (;;) console.log('x')"), 0.05)
+            except asyncio.TimeoutError:
+                kinds.append("cancelled")
+            await asyncio.sleep(0.05)
+        kinds.append((await ex.execute("6 * 7")).result)
+        print("RESULT " + json.dumps(kinds))
+
+    asyncio.run(main())
+    """,
+    # Runs cancelled within moments of being submitted, back to back (so the engine's
+    # prepared runtimes run out and runs get runtimes still on their way to the gate).
+    "cancel-right-away": """
+    async def main():
+        ex = Executor(timeout_s=30)
+        for i in range(40):
+            try:
+                await asyncio.wait_for(ex.execute("return 1"), (i % 8) * 0.003)
+            except asyncio.TimeoutError:
+                pass
+        print("RESULT " + json.dumps((await ex.execute("6 * 7")).result))
+
+    asyncio.run(main())
+    """,
     # ... also while other Python threads keep the GIL busy (a kernel with a busy thread): the
     # isolate thread then waits for the GIL on its way into a host function.
     "cancel-inline-loop": """
@@ -831,6 +863,14 @@ def test_timeout_stops_busy_loops_of_host_calls(scenarios) -> None:
 
 def test_cancel_stops_busy_loop_of_inline_calls(scenarios) -> None:
     assert scenarios("cancel-inline-loop") == [STOPPED_BOTH_WAYS] * 3
+
+
+def test_cancel_while_the_log_is_full(scenarios) -> None:
+    assert scenarios("cancel-full-log") == ["cancelled"] * 15 + [42]
+
+
+def test_cancel_right_after_submitting(scenarios) -> None:
+    assert scenarios("cancel-right-away") == 42
 
 
 def test_cancel_leaves_no_asyncio_noise(scenarios) -> None:
