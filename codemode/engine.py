@@ -45,10 +45,12 @@ class Slot:
     its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` is
     the isolate thread's native id, learnt on its first call into the host."""
 
-    __slots__ = ("run", "gate", "job", "parked", "tid")
+    __slots__ = ("run", "gate", "job", "parked", "tid", "stop")
 
     def __init__(self) -> None:
         self.run: Any = None
+        # Set by the run leasing the runtime: stops it (engine thread), used at shutdown.
+        self.stop: Callable[[], None] | None = None
         self.gate = threading.Event()
         self.job = ""
         self.parked = False
@@ -145,6 +147,9 @@ class Engine:
         # Runtimes whose isolate thread is stuck in a host function that never returned: never
         # terminated or closed (that would deadlock on the GIL), only let go at shutdown.
         self._abandoned: set[Runtime] = set()
+        # Runtimes a run holds: at shutdown they may still run JavaScript, which close() would
+        # wait for for ever (GIL held); they are let go instead.
+        self._leased: dict[Runtime, Slot] = {}
         ready = threading.Event()
         self._thread = threading.Thread(
             target=self._main, args=(ready,), name="codemode-engine", daemon=True
@@ -224,8 +229,11 @@ class Engine:
             await asyncio.shield(preparing)
         if not pool:
             # The run's own evaluation prepares it (the harness seals itself on first use).
-            return self._construct(heap)
+            prepared = self._construct(heap)
+            self._leased[prepared.runtime] = prepared.slot
+            return prepared
         prepared = pool.popleft()
+        self._leased[prepared.runtime] = prepared.slot
         if prepared.expiry is not None:
             prepared.expiry.cancel()
             prepared.expiry = None  # no cycle through the timer: runtimes must die here
@@ -296,6 +304,8 @@ class Engine:
         prepared.slot.run = None
         prepared.parked = None
         prepared.runtime = None  # type: ignore[assignment]
+        self._leased.pop(runtime, None)
+        prepared.slot.stop = None
         self.loop.call_soon(self._close_runtime, runtime)
         self._schedule_refill(prepared.heap)
 
@@ -327,7 +337,11 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     async def _shutdown(self) -> None:
-        """Unpark and close every runtime on this thread, then stop the loop."""
+        """Stop every run still going, unpark and close every runtime on this thread, then
+        stop the loop."""
+        for slot in list(self._leased.values()):
+            if slot.stop is not None:
+                slot.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=3)
         for watcher in list(self._watchers):
@@ -354,8 +368,10 @@ class Engine:
                     prepared.expiry.cancel()
                     prepared.expiry = None
             pool.clear()
-        for runtime in list(self._live):
+        for runtime in list(self._live - self._leased.keys()):
             self._close_runtime(runtime)
+        self._live.clear()
+        self._leased.clear()
         self._abandoned.clear()
         # Runtime objects may only be freed on this thread: collect any cycle holding one now.
         gc.collect()

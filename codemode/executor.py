@@ -278,6 +278,7 @@ class Executor:
         run.has_slot = True
         loop = engine.loop
         prepared.slot.run = run
+        prepared.slot.stop = lambda: _stop(run)
         run.prepared = prepared
         run.loop = loop
         run.done = loop.create_future()
@@ -485,8 +486,15 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     returns, and only let go at shutdown otherwise."""
     engine = get_engine()
     waited = 0
+    distrusted = False
     while True:
         evaluation = run.evaluation
+        if not distrusted and evaluation is not None and evaluation.done() and run.envelope is None:
+            # The evaluation ended without an outcome (jsrun's timeout, a heap limit): V8's
+            # termination may have cut the program off between a stop answer and its halt, and
+            # jsrun lifts it afterwards. Only a stop answered from now on counts.
+            distrusted = True
+            run.silenced = False
         if evaluation is None:
             # The job never started: unpark the runtime (it quits) and close it once it has.
             parked = prepared.parked
@@ -504,7 +512,7 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
             # it sleeps: this one runs JavaScript. Sleeping first lets a thread that was about
             # to enter in; the check and the call that follow leave a window of microseconds.
             time.sleep(0.001)
-            if run.silent() or run.quiet(0.001):
+            if run.silent() or (_isolate_running(prepared.slot.tid, looks=1) and run.quiet(0.001)):
                 break
         waited += 1
         if waited == 400:  # about 2 s: let the caller go; keep watching, less often
@@ -517,19 +525,20 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     _resolve_retired(run)
 
 
-def _isolate_running(tid: int) -> bool:
+def _isolate_running(tid: int, looks: int = 5) -> bool:
     """Whether the isolate thread is running (JavaScript), as opposed to asleep: waiting for
     the GIL, or blocked. Read from Linux's per-thread state; elsewhere (or before the thread
     is known) assume it runs."""
     if not tid:
         return True
     try:
-        for _ in range(5):
+        for look in range(looks):
+            if look:
+                time.sleep(0.0002)
             with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
                 stat = fh.read()
             if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"R":
                 return False
-            time.sleep(0.0002)
     except (OSError, ValueError):
         return True
     return True

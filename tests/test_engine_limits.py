@@ -537,6 +537,36 @@ def test_process_exits_quietly_right_after_a_run() -> None:
     assert failures == []
 
 
+EXIT_DURING_RUN_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading, time
+    from codemode import Executor
+
+    code = {"spin": "while (true) {}", "host": "for (;;) { await codemode.tick() }"}[sys.argv[1]]
+    fns = {"tick": lambda: time.sleep(0.01)}
+    runner = lambda: Executor(timeout_s=60).execute_sync(code, fns=fns)
+    threading.Thread(target=runner, daemon=True).start()
+    time.sleep(0.5)
+    print("leaving", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("program", ["spin", "host"])
+def test_process_exits_while_a_run_is_still_going(program: str) -> None:
+    # close() on a runtime still running JavaScript never returns (GIL held): the engine stops
+    # the run first at exit, or lets the runtime go.
+    proc = subprocess.run(
+        [sys.executable, "-c", EXIT_DURING_RUN_SCRIPT, program],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=REPO,
+        env=_child_env(),
+    )
+    assert proc.returncode == 0 and "leaving" in proc.stdout, (proc.returncode, proc.stderr[-600:])
+
+
 HUNG_TOOL_SCRIPT = textwrap.dedent(
     """
     import asyncio, threading
