@@ -486,19 +486,23 @@ EXIT_NOISE = (
 )
 
 
+def _run_child(script: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``script`` in a fresh interpreter that imports this checkout; its output as text."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        env=_child_env(),
+    )
+
+
 def test_process_exits_cleanly_after_runs() -> None:
     """Exit code 0 and nothing alarming on stderr, ten times (the exit crash was ~1 in 10)."""
-    env = _child_env()
     failures = []
     for attempt in range(10):
-        proc = subprocess.run(
-            [sys.executable, "-c", EXIT_SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            env=env,
-        )
+        proc = _run_child(EXIT_SCRIPT)
         noisy = [m for m in EXIT_NOISE if m in proc.stderr]
         if proc.returncode != 0 or "total 9" not in proc.stdout or noisy:
             failures.append((attempt, proc.returncode, proc.stdout[-300:], proc.stderr[-1000:]))
@@ -523,14 +527,7 @@ QUICK_EXIT_SCRIPT = textwrap.dedent(
 def test_process_exits_quietly_right_after_a_run() -> None:
     failures = []
     for attempt in range(5):
-        proc = subprocess.run(
-            [sys.executable, "-c", QUICK_EXIT_SCRIPT],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            cwd=REPO,
-            env=_child_env(),
-        )
+        proc = _run_child(QUICK_EXIT_SCRIPT)
         noisy = [m for m in EXIT_NOISE if m in proc.stderr]
         if proc.returncode != 0 or "result 2" not in proc.stdout or noisy:
             failures.append((attempt, proc.returncode, proc.stdout[-200:], proc.stderr[-600:]))
@@ -556,14 +553,7 @@ EXIT_DURING_RUN_SCRIPT = textwrap.dedent(
 def test_process_exits_while_a_run_is_still_going(program: str) -> None:
     # close() on a runtime still running JavaScript never returns (GIL held): the engine stops
     # the run first at exit, or lets the runtime go.
-    proc = subprocess.run(
-        [sys.executable, "-c", EXIT_DURING_RUN_SCRIPT, program],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=REPO,
-        env=_child_env(),
-    )
+    proc = _run_child(EXIT_DURING_RUN_SCRIPT, program, timeout=30)
     assert proc.returncode == 0 and "leaving" in proc.stdout, (proc.returncode, proc.stderr[-600:])
 
 
@@ -590,14 +580,7 @@ HUNG_TOOL_SCRIPT = textwrap.dedent(
 
 
 def test_a_tool_that_never_returns_does_not_hold_up_exit() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-c", HUNG_TOOL_SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO,
-        env=_child_env(),
-    )
+    proc = _run_child(HUNG_TOOL_SCRIPT)
     assert proc.returncode == 0, proc.stderr[-600:]
     assert "kind timeout" in proc.stdout
 
