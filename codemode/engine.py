@@ -41,11 +41,11 @@ def harness_source() -> str:
 class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
-    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``parked`` says
+    ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
     its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` is
     the isolate thread's native id, learnt on its first call into the host."""
 
-    __slots__ = ("run", "gate", "job", "parked", "tid", "stop")
+    __slots__ = ("run", "gate", "job", "in_park", "tid", "stop")
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -53,7 +53,7 @@ class Slot:
         self.stop: Callable[[], None] | None = None
         self.gate = threading.Event()
         self.job = ""
-        self.parked = False
+        self.in_park = False
         self.tid = 0
 
 
@@ -88,10 +88,10 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
         if not slot.tid:
             slot.tid = threading.get_native_id()
         if op == "park":
-            slot.parked = True
+            slot.in_park = True
             slot.gate.wait()
             job = slot.job
-            slot.parked = False  # last statement before return (see in_sync below)
+            slot.in_park = False  # last statement before return (see in_sync below)
             return job
         run = slot.run
         if run is None:
@@ -144,11 +144,9 @@ class Engine:
         self._snapshot: bytes | None = None
         self._closing = False
         self._live: set[Runtime] = set()
-        # Runtimes whose isolate thread is stuck in a host function that never returned: never
-        # terminated or closed (that would deadlock on the GIL), only let go at shutdown.
-        self._abandoned: set[Runtime] = set()
-        # Runtimes a run holds: at shutdown they may still run JavaScript, which close() would
-        # wait for for ever (GIL held); they are let go instead.
+        # Runtimes a run holds (until disposed of, or for ever if a host function keeps its
+        # thread): at shutdown they may still run JavaScript, or be stuck in Python, which
+        # close() would wait for for ever (GIL held); they are let go instead.
         self._leased: dict[Runtime, Slot] = {}
         ready = threading.Event()
         self._thread = threading.Thread(
@@ -309,14 +307,10 @@ class Engine:
         self.loop.call_soon(self._close_runtime, runtime)
         self._schedule_refill(prepared.heap)
 
-    def abandon(self, prepared: Prepared) -> None:
-        """Give up on a runtime whose isolate thread a host function keeps (engine thread): it
-        is not closed at shutdown, only let go (dropping it never waits for its thread)."""
-        runtime = prepared.runtime
-        if runtime is not None and runtime in self._live:
-            self._live.discard(runtime)
-            self._abandoned.add(runtime)
-        # Its retirement keeps watching, but shutdown no longer waits for it.
+    def abandon(self) -> None:
+        """Stop waiting at shutdown for the current retirement (engine thread): a host function
+        keeps its runtime's thread. It keeps watching; its runtime, still leased, is only let
+        go at shutdown (dropping it never waits for its thread)."""
         task = asyncio.current_task()
         if task is not None and task in self._tasks:
             self._tasks.discard(task)
@@ -325,7 +319,6 @@ class Engine:
 
     def _close_runtime(self, runtime: Runtime) -> None:
         self._live.discard(runtime)
-        self._abandoned.discard(runtime)
         try:
             runtime.close()
         except Exception:  # noqa: BLE001 - a broken runtime still has to go
@@ -372,7 +365,6 @@ class Engine:
             self._close_runtime(runtime)
         self._live.clear()
         self._leased.clear()
-        self._abandoned.clear()
         # Runtime objects may only be freed on this thread: collect any cycle holding one now.
         gc.collect()
 

@@ -290,24 +290,21 @@ class Executor:
             run.emit(RunStarted(run.run_id, spec.code, sorted(run.tools)))
         outcome: RunResult | None = None
         try:
-            script = spec.script
-            handed = False
-            if prepared.parked is not None:
-                script = "__codemode_run_job()"
-                if not prepared.slot.parked:
-                    # Its evaluation has not reached the gate yet: the job's evaluation could
-                    # overtake it (jsrun sends each one through its own task). Wait for it.
-                    prepared.hand(spec.job)
-                    handed = True
-                    # Shielded: cancelling this run must not cancel the parked evaluation's
-                    # future, whose completion says the isolate thread has left the gate.
-                    await asyncio.shield(prepared.parked)
+            script = spec.script if prepared.parked is None else "__codemode_run_job()"
+            at_gate = prepared.parked is not None and prepared.slot.in_park
+            if prepared.parked is not None and not at_gate:
+                # Its evaluation has not reached the gate yet: the job's evaluation could
+                # overtake it (jsrun sends each one through its own task). Wait for it,
+                # shielded: cancelling this run must not cancel the parked evaluation's future,
+                # whose completion says the isolate thread has left the gate.
+                prepared.hand(spec.job)
+                await asyncio.shield(prepared.parked)
             if run.stopping:
                 raise _Cancelled
             evaluation = asyncio.ensure_future(
                 prepared.runtime.eval_async(script, timeout=spec.timeout)
             )
-            if prepared.parked is not None and not handed:
+            if at_gate:
                 # The isolate thread waits at the gate, inside its first evaluation: the job's
                 # evaluation, queued now, cannot start before that one returns. Saves a round
                 # trip through this loop.
@@ -481,7 +478,8 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     at once when the run is silent (the harness was told to stop, or reported its outcome, and
     that bridge call has returned, see :meth:`RunState.silent`); otherwise, a run stopped while
     it calls no host function, once no bridge has been entered for a moment and its thread is
-    seen running JavaScript, which leaves a window of microseconds. An isolate a host function
+    seen running JavaScript, which leaves a window (short, but up to a few milliseconds while
+    other threads keep the GIL busy) for a host call starting just then. An isolate a host function
     keeps blocked lets its caller go after about 2 s; it is terminated if the function ever
     returns, and only let go at shutdown otherwise."""
     engine = get_engine()
@@ -502,7 +500,7 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
                 break
             if not parked.done():
                 prepared.hand("")
-            elif not prepared.slot.parked:
+            elif not prepared.slot.in_park:
                 break
         elif run.silent():
             break
@@ -510,13 +508,13 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
             # Stopped while calling no host function (a CPU loop, cancelled). An isolate thread
             # waiting for the GIL on its way into a host function would look just as quiet, but
             # it sleeps: this one runs JavaScript. Sleeping first lets a thread that was about
-            # to enter in; the check and the call that follow leave a window of microseconds.
+            # to enter in; its state is read once more right before terminating.
             time.sleep(0.001)
             if run.silent() or (_isolate_running(prepared.slot.tid, looks=1) and run.quiet(0.001)):
                 break
         waited += 1
         if waited == 400:  # about 2 s: let the caller go; keep watching, less often
-            engine.abandon(prepared)
+            engine.abandon()
             _resolve_retired(run)
         await asyncio.sleep(0.005 if waited < 400 else 0.1)
     _terminate(prepared)
@@ -537,7 +535,8 @@ def _isolate_running(tid: int, looks: int = 5) -> bool:
                 time.sleep(0.0002)
             with open(f"/proc/self/task/{tid}/stat", "rb") as fh:
                 stat = fh.read()
-            if stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] != b"R":
+            state = stat.rindex(b")") + 2  # the state letter follows "(name) "
+            if stat[state : state + 1] != b"R":
                 return False
     except (OSError, ValueError):
         return True
