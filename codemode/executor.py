@@ -483,6 +483,16 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     keeps blocked lets its caller go after about 2 s; it is terminated if the function ever
     returns, and only let go at shutdown otherwise."""
     engine = get_engine()
+    # Let the run's outcome reach its caller first: this task was created before the run's
+    # own task finished, so it would otherwise run (and terminate) ahead of the delivery.
+    await asyncio.sleep(0)
+    evaluation = run.evaluation
+    if run.envelope is not None and evaluation is not None and not evaluation.done():
+        # The program reported its outcome and its evaluation is returning. terminate() now
+        # would hold the GIL while the isolate thread winds that evaluation down (up to ~10 ms
+        # here); once it has returned, terminate() takes microseconds. A timer the program
+        # left spinning keeps the evaluation going: it is terminated after the grace period.
+        await asyncio.wait({evaluation}, timeout=_FINISH_GRACE_S)
     waited = 0
     distrusted = False
     while True:
@@ -521,6 +531,10 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     run.prepared = None  # runtimes never leave this thread
     engine.dispose(prepared)
     _resolve_retired(run)
+
+
+# How long a program that reported its outcome gets for its evaluation to return by itself.
+_FINISH_GRACE_S = 0.05
 
 
 def _isolate_running(tid: int, looks: int = 5) -> bool:

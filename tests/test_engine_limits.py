@@ -13,6 +13,7 @@ import textwrap
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -264,6 +265,32 @@ async def test_isolate_held_by_a_slow_inline_tool_is_stopped_once_it_returns(
     await asyncio.sleep(3.0)  # the tool has returned by now
     assert await _spinning_isolate_threads(0.5) == 0, "the timed-out run's isolate still spins"
     assert ok(await executor.execute("6 * 7")).result == 42
+
+
+async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
+    executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """jsrun's terminate() holds the GIL until the isolate thread reads it, which it does only
+    once the evaluation has wound down (jsrun joins its timeout watchdog there, up to 10 ms):
+    a finished run's isolate is terminated after its evaluation returned, not while it
+    returns (that stalled every thread of the process, the next run's caller included)."""
+    import codemode.executor as executor_module
+
+    seen: list[bool] = []
+    real = executor_module._terminate
+
+    def spy(prepared: Any) -> None:
+        run = prepared.slot.run
+        seen.append(run is not None and run.evaluation is not None and run.evaluation.done())
+        real(prepared)
+
+    monkeypatch.setattr(executor_module, "_terminate", spy)
+    for _ in range(10):
+        assert ok(await executor.execute("() => 1")).result == 1
+    deadline = time.monotonic() + 5
+    while len(seen) < 10 and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert seen == [True] * 10
 
 
 async def _spinning_isolate_threads(seconds: float) -> int:
