@@ -28,6 +28,8 @@ from typing import Any, TypeVar
 
 from jsrun import Runtime, RuntimeConfig, SnapshotBuilder
 
+from codemode import threadstate
+
 T = TypeVar("T")
 
 BridgeHandler = Callable[..., Any]
@@ -43,9 +45,10 @@ class Slot:
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
     its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` is
-    the isolate thread's native id, learnt on its first call into the host."""
+    the isolate thread's native id, learnt on its first call into the host, and ``tstate`` the
+    Python thread state pinned for it then (see :mod:`codemode.threadstate`)."""
 
-    __slots__ = ("run", "gate", "job", "in_park", "tid", "stop")
+    __slots__ = ("run", "gate", "job", "in_park", "tid", "tstate", "stop")
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -55,6 +58,7 @@ class Slot:
         self.job = ""
         self.in_park = False
         self.tid = 0
+        self.tstate = 0
 
 
 class Prepared:
@@ -87,6 +91,7 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
     def cm_host(op: str, a: Any, b: Any) -> Any:
         if not slot.tid:
             slot.tid = threading.get_native_id()
+            slot.tstate = threadstate.pin()
         if op == "park":
             slot.in_park = True
             slot.gate.wait()
@@ -122,6 +127,10 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
     runtime.bind_function("__cm_host", cm_host)
 
 
+# When the engine first looks for a closed isolate thread's exit, and at most how long apart.
+_REAP_FIRST_S = 0.05
+_REAP_MAX_S = 2.0
+
 NO_RUN = '{"err":{"message":"no run is active","type":"RuntimeError"}}'
 # What each operation answers when no run is using the runtime (-1 and {"stop"}: stop).
 _NO_RUN_ANSWERS: dict[str, Any] = {"call": NO_RUN, "start": -1, "wait": '{"stop":1}', "log": 0}
@@ -143,7 +152,12 @@ class Engine:
         self._watchers: set[asyncio.Future[Any]] = set()
         self._snapshot: bytes | None = None
         self._closing = False
-        self._live: set[Runtime] = set()
+        self._live: dict[Runtime, Slot] = {}
+        # Thread states pinned for isolate threads that are closing: (native id, address),
+        # deleted once the thread has exited.
+        self._exiting: list[tuple[int, int]] = []
+        self._reaper: asyncio.TimerHandle | None = None
+        self._reap_delay = _REAP_FIRST_S
         # Runtimes a run holds (until disposed of, or for ever if a host function keeps its
         # thread): at shutdown they may still run JavaScript, or be stuck in Python, which
         # close() would wait for for ever (GIL held); they are let go instead.
@@ -205,7 +219,7 @@ class Engine:
         runtime = Runtime(RuntimeConfig(max_heap_size=heap, snapshot=self._snapshot_bytes()))
         slot = Slot()
         _bind_bridges(runtime, slot)
-        self._live.add(runtime)
+        self._live[runtime] = slot
         return Prepared(runtime, slot, heap)
 
     async def acquire_slot(self) -> None:
@@ -318,11 +332,32 @@ class Engine:
             task.add_done_callback(self._watchers.discard)
 
     def _close_runtime(self, runtime: Runtime) -> None:
-        self._live.discard(runtime)
+        slot = self._live.pop(runtime, None)
         try:
             runtime.close()
         except Exception:  # noqa: BLE001 - a broken runtime still has to go
             pass
+        if slot is not None and slot.tstate:
+            self._exiting.append((slot.tid, slot.tstate))
+            slot.tstate = 0
+            self._reap_delay = _REAP_FIRST_S
+            if self._reaper is None and not self.loop.is_closed():
+                self._reaper = self.loop.call_later(self._reap_delay, self._reap)
+
+    def _reap(self) -> None:
+        """Delete the thread states of isolate threads that have exited; look again later
+        (less and less often) for those still winding down, or kept by a host function."""
+        self._reaper = None
+        still: list[tuple[int, int]] = []
+        for tid, tstate in self._exiting:
+            if threadstate.thread_exited(tid):
+                threadstate.delete(tstate)
+            else:
+                still.append((tid, tstate))
+        self._exiting = still
+        if still and not self.loop.is_closed():
+            self._reap_delay = min(self._reap_delay * 2, _REAP_MAX_S)
+            self._reaper = self.loop.call_later(self._reap_delay, self._reap)
 
     def track(self, task: asyncio.Future[Any]) -> None:
         """Keep a background task (a runtime being retired) to be awaited at shutdown."""
@@ -361,9 +396,12 @@ class Engine:
                     prepared.expiry.cancel()
                     prepared.expiry = None
             pool.clear()
-        for runtime in list(self._live - self._leased.keys()):
+        for runtime in [runtime for runtime in self._live if runtime not in self._leased]:
             self._close_runtime(runtime)
         self._live.clear()
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         self._leased.clear()
         # Runtime objects may only be freed on this thread: collect any cycle holding one now.
         gc.collect()

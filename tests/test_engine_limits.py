@@ -4,6 +4,7 @@ once, many threads at once, deep values, and a clean process exit. Real isolates
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 import json
 import os
@@ -291,6 +292,79 @@ async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     while len(seen) < 10 and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
     assert seen == [True] * 10
+
+
+def _thread_states() -> int:
+    """How many Python thread states the interpreter holds (one per thread that has one)."""
+    api = ctypes.PyDLL(None)
+    api.PyInterpreterState_Get.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
+    api.PyInterpreterState_ThreadHead.argtypes = [ctypes.c_void_p]
+    api.PyThreadState_Next.restype = ctypes.c_void_p
+    api.PyThreadState_Next.argtypes = [ctypes.c_void_p]
+    count, state = 0, api.PyInterpreterState_ThreadHead(api.PyInterpreterState_Get())
+    while state:
+        count, state = count + 1, api.PyThreadState_Next(state)
+    return count
+
+
+async def _settle(baseline: int) -> int:
+    """Wait (up to 5 s) for the thread-state count to come back to ``baseline``."""
+    deadline = time.monotonic() + 5
+    while (count := _thread_states()) > baseline and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return count
+
+
+async def test_isolate_thread_states_are_deleted_once_their_threads_exit(
+    executor: Executor,
+) -> None:
+    """Each isolate thread keeps one Python thread state for its host calls (creating one per
+    call cost most of a call); it is deleted once the thread has exited, whichever way its run
+    ended, so thousands of runs do not pile them up."""
+    fns = {"fast": inline(lambda: 1), "slow": lambda: 2}
+    assert ok(await executor.execute("codemode.fast(); return await codemode.slow()", fns))
+    await asyncio.sleep(0.3)  # the engine has prepared its runtimes again
+    baseline = await _settle(_thread_states())
+    for _ in range(10):
+        ok(await executor.execute("console.log('x'); codemode.fast(); return 1", fns))
+        failed = await executor.execute("codemode.fast(); while (true) {}", fns, timeout_s=0.1)
+        assert isinstance(failed, RunFailed) and failed.details.kind == "timeout"
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(executor.execute("codemode.fast(); while (true) {}", fns), 0.05)
+    assert await _settle(baseline) <= baseline
+
+
+async def test_thread_local_values_of_inline_tools_are_freed_off_the_isolate_thread(
+    executor: Executor,
+) -> None:
+    """A ``threading.local`` an inline tool fills belongs to the isolate thread: its values
+    are freed when that thread's Python state is deleted, by the engine once the thread has
+    exited, never on the isolate thread after its last host call (where a ``__del__`` needing
+    the GIL could meet the engine stopping that isolate)."""
+    freed_on: list[int] = []
+    tool_threads: list[int] = []
+    locals_kept: list[threading.local] = []
+
+    class Tracked:
+        def __del__(self) -> None:
+            freed_on.append(threading.get_native_id())
+
+    @inline
+    def remember() -> int:
+        local = threading.local()
+        local.value = Tracked()
+        locals_kept.append(local)
+        tool_threads.append(threading.get_native_id())
+        return 1
+
+    for _ in range(5):
+        assert ok(await executor.execute("return codemode.remember()", {"remember": remember}))
+    deadline = time.monotonic() + 5
+    while len(freed_on) < 5 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert len(freed_on) == 5
+    assert not set(freed_on) & set(tool_threads)
 
 
 async def _spinning_isolate_threads(seconds: float) -> int:
