@@ -329,8 +329,10 @@ def main() -> None:
     if args.worker:
         system, figure = args.worker
         fn = {"ours": worker_ours, "pycm": worker_pycm, "raw": worker_raw}[system]
-        print(json.dumps(asyncio.run(fn(figure))))
-        return
+        print(json.dumps(asyncio.run(fn(figure))), flush=True)
+        # The figures are out: a crash while the interpreter tears down (raw jsrun runtimes
+        # closed at exit sometimes segfault) must not lose them.
+        os._exit(0)
 
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
