@@ -8,10 +8,14 @@ one-number sync bridge call costs here (1 us once the state lasts). The deletion
 when the engine may already count the thread as done with Python.
 
 So the first host call on an isolate thread *pins* its state (one more ``PyGILState_Ensure``,
-never released on that thread): later calls reuse it and nothing is deleted there. The engine
-deletes the state from its own thread once the isolate thread has exited (Linux lists live
-threads in ``/proc/self/task``). Where that cannot be known (not Linux), or on interpreters
-without these semantics (not CPython, or no GIL), nothing is pinned.
+never released on that thread): later calls reuse it and nothing is deleted there. Once the
+isolate thread has exited (Linux lists live threads in ``/proc/self/task``), the engine clears
+the state (with the GIL, so ``__del__`` methods run on the engine's thread) and deletes it.
+The deletion runs on a native thread of its own, started for it: from 3.12 on,
+``PyThreadState_Delete`` also unbinds the *calling* thread's own ``PyGILState`` state, which
+would break the engine thread; a thread that never had one loses nothing. Where the thread's
+exit cannot be known (not Linux), or on interpreters without these semantics (not CPython, or
+no GIL), nothing is pinned.
 """
 
 from __future__ import annotations
@@ -32,18 +36,40 @@ def _supported() -> bool:
 
 SUPPORTED = _supported()
 
-# A handle of our own on the interpreter's C API (``ctypes.pythonapi`` is shared: setting
-# argument types there would change them for everyone). Calls through a PyDLL hold the GIL.
-_api = ctypes.PyDLL(None) if SUPPORTED else None
-if _api is not None:
-    _api.PyGILState_Ensure.restype = ctypes.c_int
-    _api.PyGILState_Ensure.argtypes = []
-    _api.PyGILState_GetThisThreadState.restype = ctypes.c_void_p
-    _api.PyGILState_GetThisThreadState.argtypes = []
-    _api.PyThreadState_Clear.restype = None
-    _api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
-    _api.PyThreadState_Delete.restype = None
-    _api.PyThreadState_Delete.argtypes = [ctypes.c_void_p]
+
+def _bind() -> tuple[ctypes.PyDLL | None, ctypes.CDLL | None, int]:
+    """Handles of our own on the interpreter's C API (``ctypes.pythonapi`` is shared: setting
+    argument types there would change them for everyone) and on libc. Calls through a PyDLL
+    hold the GIL, through a CDLL they release it."""
+    if not _supported():
+        return None, None, 0
+    try:
+        api, libc = ctypes.PyDLL(None), ctypes.CDLL(None)
+        api.PyGILState_Ensure.restype = ctypes.c_int
+        api.PyGILState_Ensure.argtypes = []
+        api.PyGILState_GetThisThreadState.restype = ctypes.c_void_p
+        api.PyGILState_GetThisThreadState.argtypes = []
+        api.PyThreadState_Clear.restype = None
+        api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
+        libc.pthread_create.restype = ctypes.c_int
+        libc.pthread_create.argtypes = [
+            ctypes.POINTER(ctypes.c_ulong),
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
+        libc.pthread_join.restype = ctypes.c_int
+        libc.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        # ``void PyThreadState_Delete(PyThreadState *)`` started as a thread's entry point:
+        # one pointer in, its (absent) result never read.
+        entry = ctypes.cast(libc.PyThreadState_Delete, ctypes.c_void_p).value or 0
+    except (AttributeError, OSError):  # symbols not exported: pin nothing
+        return None, None, 0
+    return (api, libc, entry) if entry else (None, None, 0)
+
+
+_api, _libc, _delete_entry = _bind()
+SUPPORTED = _api is not None
 
 
 def pin() -> int:
@@ -62,8 +88,11 @@ def thread_exited(tid: int) -> bool:
 
 
 def delete(address: int) -> None:
-    """Delete a pinned thread state whose thread has exited (from any other thread)."""
-    if _api is None or not address:
+    """Delete a pinned thread state whose thread has exited (from any other Python thread)."""
+    if _api is None or _libc is None or not address:
         return
     _api.PyThreadState_Clear(address)
-    _api.PyThreadState_Delete(address)
+    thread = ctypes.c_ulong()
+    if _libc.pthread_create(ctypes.byref(thread), None, _delete_entry, address) == 0:
+        _libc.pthread_join(thread.value, None)
+    # Otherwise the cleared state stays allocated (a few hundred bytes): nothing else to do.

@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from codemode import Executor, RunCompleted, RunFailed, inline
+from codemode.engine import get_engine
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -333,6 +334,17 @@ async def test_isolate_thread_states_are_deleted_once_their_threads_exit(
         with pytest.raises(asyncio.TimeoutError):
             await asyncio.wait_for(executor.execute("codemode.fast(); while (true) {}", fns), 0.05)
     assert await _settle(baseline) <= baseline
+
+    async def engine_thread_state() -> tuple[int, int]:
+        api = ctypes.PyDLL(None)
+        api.PyGILState_Check.restype = ctypes.c_int
+        api.PyGILState_GetThisThreadState.restype = ctypes.c_void_p
+        api.PyThreadState_Get.restype = ctypes.c_void_p
+        own = api.PyGILState_GetThisThreadState() == api.PyThreadState_Get()
+        return api.PyGILState_Check(), int(own)
+
+    # Deleting those states never unbinds the engine thread's own (CPython 3.12 would).
+    assert await get_engine().run(engine_thread_state()) == (1, 1)
 
 
 async def test_thread_local_values_of_inline_tools_are_freed_off_the_isolate_thread(
