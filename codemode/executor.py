@@ -533,8 +533,10 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
     _resolve_retired(run)
 
 
-# How long a program that reported its outcome gets for its evaluation to return by itself.
-_FINISH_GRACE_S = 0.05
+# How long a program that reported its outcome gets for its evaluation to return by itself
+# (normally well under 10 ms; generous for a loaded machine: only a timer the program left
+# spinning, which burns a core meanwhile, waits it out).
+_FINISH_GRACE_S = 0.2
 
 
 def _isolate_running(tid: int, looks: int = 5) -> bool:
