@@ -20,6 +20,7 @@ import atexit
 import concurrent.futures
 import gc
 import importlib.resources
+import os
 import threading
 import time
 from collections import deque
@@ -152,6 +153,8 @@ class Engine:
         self._watchers: set[asyncio.Future[Any]] = set()
         self._snapshot: bytes | None = None
         self._closing = False
+        # Set in a forked child: this engine's threads stayed in the parent.
+        self.orphaned = False
         self._live: dict[Runtime, Slot] = {}
         # Thread states pinned for isolate threads that are closing: (native id, address),
         # deleted once the thread has exited.
@@ -408,7 +411,7 @@ class Engine:
 
     def shutdown(self) -> None:
         """Close every runtime on the engine thread, then stop it. Called at exit."""
-        if self._closing or self.loop.is_closed():
+        if self.orphaned or self._closing or self.loop.is_closed():
             return
         try:
             asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop)
@@ -421,14 +424,40 @@ class Engine:
 
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
+# Engines inherited through os.fork(), kept untouched for ever (see _after_fork_in_child).
+_inherited: list[Engine] = []
 
 
 def get_engine() -> Engine:
     """The process's engine, started on first use."""
     global _engine
+    if _inherited:
+        raise RuntimeError(
+            "this process was forked from one whose codemode engine had started, and V8 does "
+            "not survive os.fork() (its threads stay in the parent): start worker processes "
+            "with the 'spawn' or 'forkserver' method, e.g. multiprocessing.get_context('spawn')"
+        )
     if _engine is None:
         with _engine_lock:
             if _engine is None:
                 _engine = Engine()
                 atexit.register(_engine.shutdown)
     return _engine
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's threads: neither the engine's, nor any isolate's,
+    nor V8's own (a runtime created here crashes). Runs then fail with a clear error instead of
+    waiting for ever on a thread that is not there. The parent's engine stays referenced and
+    untouched: freeing its runtimes would wait for those threads too, and its exit handler
+    does nothing here."""
+    global _engine, _engine_lock
+    _engine_lock = threading.Lock()
+    if _engine is not None:
+        _engine.orphaned = True
+        _inherited.append(_engine)
+        _engine = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

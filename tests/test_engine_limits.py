@@ -698,6 +698,40 @@ def test_a_tool_that_never_returns_does_not_hold_up_exit() -> None:
     assert "kind timeout" in proc.stdout
 
 
+FORK_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, os, sys
+    from codemode import Executor
+
+    executor = Executor(timeout_s=5)
+    print("parent", asyncio.run(executor.execute("return 1")).result, flush=True)
+    pid = os.fork()
+    if pid == 0:
+        answers = []
+        for attempt in (lambda: Executor(), lambda: asyncio.run(executor.execute("return 2"))):
+            try:
+                attempt()
+                answers.append("ran")
+            except RuntimeError as exc:
+                answers.append("refused" if "fork" in str(exc) else repr(exc))
+        print("child", *answers, flush=True)
+        sys.exit(0)
+    _, status = os.waitpid(pid, 0)
+    print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+    print("parent", asyncio.run(executor.execute("return 3")).result, flush=True)
+    """
+)
+
+
+def test_a_forked_child_is_refused_clearly_and_the_parent_goes_on() -> None:
+    """V8's threads do not survive os.fork() (a runtime made in the child crashes it, and the
+    engine's thread is gone, so a run would wait for ever): the child gets a clear error."""
+    proc = _run_child(FORK_SCRIPT, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-600:]
+    lines = proc.stdout.splitlines()
+    assert lines == ["parent 1", "child refused refused", "child exit 0", "parent 3"], lines
+
+
 # ------------------------------------------------------------------------------ idle cost
 
 
