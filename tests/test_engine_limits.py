@@ -277,22 +277,30 @@ async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     a finished run's isolate is terminated after its evaluation returned, not while it
     returns (that stalled every thread of the process, the next run's caller included)."""
     import codemode.executor as executor_module
+    from codemode.events import RunStarted
 
-    seen: list[bool] = []
+    ours: set[str] = set()
+    seen: dict[str, bool] = {}
     real = executor_module._terminate
 
     def spy(prepared: Any) -> None:
         run = prepared.slot.run
-        seen.append(run is not None and run.evaluation is not None and run.evaluation.done())
+        if run is not None:  # runs of earlier tests may be retired meanwhile: keep them apart
+            seen[run.run_id] = run.evaluation is not None and run.evaluation.done()
         real(prepared)
+
+    def started(event: object) -> None:
+        if isinstance(event, RunStarted):
+            ours.add(event.run_id)
 
     monkeypatch.setattr(executor_module, "_terminate", spy)
     for _ in range(10):
-        assert ok(await executor.execute("() => 1")).result == 1
+        assert ok(await executor.execute("() => 1", on_event=started)).result == 1
+    assert len(ours) == 10
     deadline = time.monotonic() + 5
-    while len(seen) < 10 and time.monotonic() < deadline:
+    while not ours <= seen.keys() and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
-    assert seen == [True] * 10
+    assert [seen.get(run_id) for run_id in sorted(ours)] == [True] * 10
 
 
 def _thread_states() -> int:
