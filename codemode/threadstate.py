@@ -37,38 +37,39 @@ def _supported() -> bool:
 SUPPORTED = _supported()
 
 
-def _bind() -> tuple[ctypes.PyDLL | None, ctypes.CDLL | None, int]:
-    """Handles of our own on the interpreter's C API (``ctypes.pythonapi`` is shared: setting
-    argument types there would change them for everyone) and on libc. Calls through a PyDLL
-    hold the GIL, through a CDLL they release it."""
+def _bind() -> tuple[ctypes.PyDLL | None, int]:
+    """A handle of our own on the interpreter's C API and libc (``ctypes.pythonapi`` is shared:
+    setting argument types there would change them for everyone). Calls through a PyDLL hold
+    the GIL, the thread-creation ones included: the helper thread then deletes the state while
+    the GIL is held for it, as code walking the interpreter's thread states expects."""
     if not _supported():
-        return None, None, 0
+        return None, 0
     try:
-        api, libc = ctypes.PyDLL(None), ctypes.CDLL(None)
+        api = ctypes.PyDLL(None)
         api.PyGILState_Ensure.restype = ctypes.c_int
         api.PyGILState_Ensure.argtypes = []
         api.PyGILState_GetThisThreadState.restype = ctypes.c_void_p
         api.PyGILState_GetThisThreadState.argtypes = []
         api.PyThreadState_Clear.restype = None
         api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
-        libc.pthread_create.restype = ctypes.c_int
-        libc.pthread_create.argtypes = [
+        api.pthread_create.restype = ctypes.c_int
+        api.pthread_create.argtypes = [
             ctypes.POINTER(ctypes.c_ulong),
             ctypes.c_void_p,
             ctypes.c_void_p,
             ctypes.c_void_p,
         ]
-        libc.pthread_join.restype = ctypes.c_int
-        libc.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
+        api.pthread_join.restype = ctypes.c_int
+        api.pthread_join.argtypes = [ctypes.c_ulong, ctypes.c_void_p]
         # ``void PyThreadState_Delete(PyThreadState *)`` started as a thread's entry point:
         # one pointer in, its (absent) result never read.
-        entry = ctypes.cast(libc.PyThreadState_Delete, ctypes.c_void_p).value or 0
+        entry = ctypes.cast(api.PyThreadState_Delete, ctypes.c_void_p).value or 0
     except (AttributeError, OSError):  # symbols not exported: pin nothing
-        return None, None, 0
-    return (api, libc, entry) if entry else (None, None, 0)
+        return None, 0
+    return (api, entry) if entry else (None, 0)
 
 
-_api, _libc, _delete_entry = _bind()
+_api, _delete_entry = _bind()
 SUPPORTED = _api is not None
 
 
@@ -89,10 +90,10 @@ def thread_exited(tid: int) -> bool:
 
 def delete(address: int) -> None:
     """Delete a pinned thread state whose thread has exited (from any other Python thread)."""
-    if _api is None or _libc is None or not address:
+    if _api is None or not address:
         return
     _api.PyThreadState_Clear(address)
     thread = ctypes.c_ulong()
-    if _libc.pthread_create(ctypes.byref(thread), None, _delete_entry, address) == 0:
-        _libc.pthread_join(thread.value, None)
+    if _api.pthread_create(ctypes.byref(thread), None, _delete_entry, address) == 0:
+        _api.pthread_join(thread.value, None)
     # Otherwise the cleared state stays allocated (a few hundred bytes): nothing else to do.
