@@ -23,6 +23,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
+import threading
 
 
 def _supported() -> bool:
@@ -31,7 +32,12 @@ def _supported() -> bool:
     gil_enabled = getattr(sys, "_is_gil_enabled", None)
     if gil_enabled is not None and not gil_enabled():
         return False
-    return os.path.isdir("/proc/self/task")
+    if hasattr(sys, "gettotalrefcount"):
+        # A debug build asserts that only a thread state's own thread deletes it (3.12+).
+        return False
+    # Our own thread must be listed, or /proc belongs to another PID namespace (a sandbox that
+    # did not remount it) and cannot tell when an isolate thread has exited.
+    return os.path.isdir(f"/proc/self/task/{threading.get_native_id()}")
 
 
 SUPPORTED = _supported()

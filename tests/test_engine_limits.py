@@ -303,8 +303,9 @@ async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     assert [seen.get(run_id) for run_id in sorted(ours)] == [True] * 10
 
 
-def _thread_states() -> int:
-    """How many Python thread states the interpreter holds (one per thread that has one)."""
+def _count_thread_states() -> int:
+    """How many Python thread states the interpreter holds (one per thread that has one). Call
+    it on the engine thread (see :func:`_thread_states`)."""
     api = ctypes.PyDLL(None)
     api.PyInterpreterState_Get.restype = ctypes.c_void_p
     api.PyInterpreterState_ThreadHead.restype = ctypes.c_void_p
@@ -317,10 +318,20 @@ def _thread_states() -> int:
     return count
 
 
+async def _thread_states() -> int:
+    """Counted on the engine thread, where thread states are deleted: the walk, one ctypes call
+    per step, could otherwise meet a deletion between two steps."""
+
+    async def count() -> int:
+        return _count_thread_states()
+
+    return await get_engine().run(count())
+
+
 async def _settle(baseline: int) -> int:
     """Wait (up to 5 s) for the thread-state count to come back to ``baseline``."""
     deadline = time.monotonic() + 5
-    while (count := _thread_states()) > baseline and time.monotonic() < deadline:
+    while (count := await _thread_states()) > baseline and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     return count
 
@@ -334,7 +345,7 @@ async def test_isolate_thread_states_are_deleted_once_their_threads_exit(
     fns = {"fast": inline(lambda: 1), "slow": lambda: 2}
     assert ok(await executor.execute("codemode.fast(); return await codemode.slow()", fns))
     await asyncio.sleep(0.3)  # the engine has prepared its runtimes again
-    baseline = await _settle(_thread_states())
+    baseline = await _settle(await _thread_states())
     for _ in range(10):
         ok(await executor.execute("console.log('x'); codemode.fast(); return 1", fns))
         failed = await executor.execute("codemode.fast(); while (true) {}", fns, timeout_s=0.1)
