@@ -40,9 +40,6 @@ def _supported() -> bool:
     return os.path.isdir(f"/proc/self/task/{threading.get_native_id()}")
 
 
-SUPPORTED = _supported()
-
-
 def _bind() -> tuple[ctypes.PyDLL | None, int]:
     """A handle of our own on the interpreter's C API and libc (``ctypes.pythonapi`` is shared:
     setting argument types there would change them for everyone). Calls through a PyDLL hold
