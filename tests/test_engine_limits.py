@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +270,13 @@ async def test_isolate_held_by_a_slow_inline_tool_is_stopped_once_it_returns(
     assert ok(await executor.execute("6 * 7")).result == 42
 
 
+async def _wait_for(condition: Callable[[], bool], seconds: float = 5) -> None:
+    """Wait until ``condition()`` holds or ``seconds`` pass (the caller asserts what it needs)."""
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     executor: Executor, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -297,9 +305,7 @@ async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     for _ in range(10):
         assert ok(await executor.execute("() => 1", on_event=started)).result == 1
     assert len(ours) == 10
-    deadline = time.monotonic() + 5
-    while not ours <= seen.keys() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
+    await _wait_for(lambda: ours <= seen.keys())
     assert [seen.get(run_id) for run_id in sorted(ours)] == [True] * 10
 
 
@@ -391,9 +397,7 @@ async def test_thread_local_values_of_inline_tools_are_freed_off_the_isolate_thr
 
     for _ in range(5):
         assert ok(await executor.execute("return codemode.remember()", {"remember": remember}))
-    deadline = time.monotonic() + 5
-    while len(freed_on) < 5 and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+    await _wait_for(lambda: len(freed_on) >= 5)
     assert len(freed_on) == 5
     assert not set(freed_on) & set(tool_threads)
 
