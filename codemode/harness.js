@@ -931,6 +931,7 @@
 
   // Delete every global jsrun or the harness added (all start with `__`, the harness's entry
   // points excepted while Python still needs them), and whatever names jsrun's internals.
+  let sealed = null; // what the last seal kept, and how many global names were left
   function sealGlobals(keep) {
     for (const name of ReflectOwnKeys(G)) {
       if (typeof name !== "string") continue;
@@ -938,6 +939,19 @@
       if (StringStartsWith(name, "__") || /jsrun|host_op/i.test(name)) hideGlobal(name);
     }
     for (const name of ["WebAssembly", "SharedArrayBuffer"]) hideGlobal(name);
+    sealed = { keep, count: ReflectOwnKeys(G).length };
+  }
+
+  // Seal again as a run starts. When no global name has appeared since the runtime was sealed
+  // while it was prepared (jsrun adds none per evaluation), hiding what that seal kept is
+  // enough, and much cheaper than walking the global scope again.
+  function resealGlobals() {
+    if (sealed !== null && ReflectOwnKeys(G).length === sealed.count) {
+      for (const name of sealed.keep) hideGlobal(name);
+      sealed = { keep: [], count: ReflectOwnKeys(G).length };
+    } else {
+      sealGlobals([]);
+    }
   }
 
   // Runs when the runtime is prepared, before any program is known: everything
@@ -962,6 +976,7 @@
   let parkedJob = "";
   function serve() {
     prepare(["__codemode_run_job"]);
+    rehearse();
     parkedJob = bridges.park();
     return parkedJob ? "parked" : "quit";
   }
@@ -972,7 +987,9 @@
     return run(config, code);
   }
 
+  // `config === null` only ever comes from rehearse(): return before doing anything.
   async function run(config, code) {
+    if (config === null) return null;
     let outcome;
     try {
       outcome = await runProgram(config, code);
@@ -988,8 +1005,9 @@
   }
 
   async function runProgram(config, code) {
+    if (config === null) return null;
     if (bridges === null) prepare([]);
-    sealGlobals([]);
+    resealGlobals();
     sourceName = config.filename;
     setBufferLimit(config.maxBufferBytes);
     const codemode = buildCodemode(config, bridges);
@@ -999,75 +1017,99 @@
       configurable: false,
       enumerable: false,
     });
-    const started = DateNow();
-    let outcome;
-    try {
-      let compiled;
-      try {
-        compiled = compile(code);
-      } catch (err) {
-        const error = describeError(err, "syntax");
-        if (error.message === "Single function literal required") {
-          // V8's words for a body that closes more blocks than it opens.
-          error.message = "Unexpected token '}': the program closes a block it never opened";
-          error.stack = `${error.name}: ${error.message}`;
-        }
-        return errorEnvelope(error, null);
-      }
-      let value = await compiled.fn();
-      if (compiled.isExpression && typeof value === "function") value = await value();
-      let result;
-      try {
-        result =
-          value === undefined
-            ? "null"
-            : toJson(value, "result", { maxBytes: config.maxResultBytes, maxDepth: config.maxDepth });
-      } catch (err) {
-        return errorEnvelope(describeError(err, "result"), null);
-      }
-      outcome =
-        `{"result":${result},"dropped":${numberJson(droppedLogs())},` +
-        `"ms":${numberJson(DateNow() - started)},"heap":${numberJson(memoryUsage())}}`;
-    } catch (err) {
-      outcome = errorEnvelope(describeError(err, "error"), memoryUsage());
-    }
-    return outcome;
+    // Awaited, not returned: returning a promise from an async function resolves through its
+    // `then`, which the program may have replaced.
+    return await evaluate(code, config);
   }
 
-  // Exercise the harness once while the snapshot is built, so its functions are
-  // compiled there rather than on every run's critical path. Touches no globals.
-  function warm() {
-    const limits = { maxBytes: 1 << 20, maxDepth: 50 };
-    const sample = { a: [1, 2n, "x", null, undefined, true], b: new Map([["k", new Set([1])]]) };
-    toJson(sample, "result", limits);
-    inspect(sample, 0, []);
-    formatArgs(["text", sample, new Error("e")]);
-    describeError(new Error("e"), "error");
-    describeError(42, "error");
-    const saved = sourceName;
+  // Compile and run the program; its outcome as an envelope.
+  async function evaluate(code, config) {
+    if (config === null) return null;
+    const started = DateNow();
+    let compiled;
     try {
+      compiled = compile(code);
+    } catch (err) {
+      return syntaxEnvelope(err);
+    }
+    try {
+      let value = await compiled.fn();
+      if (compiled.isExpression && typeof value === "function") value = await value();
+      return resultEnvelope(value, config, started);
+    } catch (err) {
+      return errorEnvelope(describeError(err, "error"), memoryUsage());
+    }
+  }
+
+  function syntaxEnvelope(err) {
+    const error = describeError(err, "syntax");
+    if (error.message === "Single function literal required") {
+      // V8's words for a body that closes more blocks than it opens.
+      error.message = "Unexpected token '}': the program closes a block it never opened";
+      error.stack = `${error.name}: ${error.message}`;
+    }
+    return errorEnvelope(error, null);
+  }
+
+  function resultEnvelope(value, config, started) {
+    let result;
+    try {
+      result =
+        value === undefined
+          ? "null"
+          : toJson(value, "result", { maxBytes: config.maxResultBytes, maxDepth: config.maxDepth });
+    } catch (err) {
+      return errorEnvelope(describeError(err, "result"), null);
+    }
+    return (
+      `{"result":${result},"dropped":${numberJson(droppedLogs())},` +
+      `"ms":${numberJson(DateNow() - started)},"heap":${numberJson(memoryUsage())}}`
+    );
+  }
+
+  // Walk a run's path once without running anything a program could notice. V8 compiles a
+  // function on its first call in each isolate, and a startup snapshot keeps only part of
+  // what was compiled while it was built: left to the run, that costs about half a
+  // millisecond. Called while the snapshot is built and again in each prepared runtime before
+  // it parks, both off any run's path.
+  function rehearse() {
+    const savedName = sourceName;
+    const savedShift = firstLineShift;
+    try {
+      run(null, "");
+      runProgram(null, "");
+      evaluate("", null);
+      try {
+        JSONparse("");
+      } catch (err) {
+        syntaxEnvelope(err);
+      }
+      const limits = { maxBytes: 1 << 20, maxDepth: 50 };
+      const sample = { a: [1, 2n, "x", null, undefined, true], b: new Map([["k", new Set([1])]]) };
+      toJson(sample, "result", limits);
+      inspect(sample, 0, []);
+      formatArgs(["text", sample, new Error("e")]);
+      describeError(new Error("e"), "error");
+      describeError(42, "error");
       compile("() => 1");
       compile("return 1");
+      resultEnvelope(1, { maxResultBytes: 64, maxDepth: 4 }, DateNow());
+      errorEnvelope(describeError(new GlobalError("e"), "error"), memoryUsage());
+      const config = {
+        tools: ["a", "ns.b"],
+        inline: ["a"],
+        openTargets: false,
+        maxArgBytes: 1024,
+        maxDepth: 10,
+      };
+      // Only the inline call: a default one would leave its pump queued as a microtask.
+      const cm = buildCodemode(config, { sync: () => '{"ok":1}' });
+      ObjectKeys(cm);
+      cm.a({ x: 1 });
     } finally {
-      sourceName = saved;
+      sourceName = savedName;
+      firstLineShift = savedShift;
     }
-    const config = {
-      tools: ["a", "ns.b"],
-      inline: ["a"],
-      openTargets: false,
-      maxArgBytes: 1024,
-      maxDepth: 10,
-    };
-    let started = 0;
-    const fake = {
-      sync: () => '{"ok":1}',
-      start: () => ++started,
-      wait: () => `[[${started},{"ok":1}]]`,
-    };
-    const cm = buildCodemode(config, fake);
-    ObjectKeys(cm);
-    cm.a({ x: 1 });
-    cm.ns.b({ y: [1] });
     return true;
   }
 
@@ -1075,7 +1117,7 @@
     ["__codemode_run", run],
     ["__codemode_serve", serve],
     ["__codemode_run_job", runJob],
-    ["__codemode_warm", warm],
+    ["__codemode_warm", rehearse],
   ]) {
     Object.defineProperty(G, name, {
       value,
