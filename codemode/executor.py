@@ -8,6 +8,7 @@ Both can be awaited from any event loop: the isolates themselves live on the eng
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import itertools
 import json
@@ -160,10 +161,18 @@ class Executor:
     ) -> RunResult:
         """Run ``code`` to the end. Calls to names that are not registered fail at once."""
         run, spec = self._prepare(code, fns, timeout_s, on_event, None)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[RunResult] = loop.create_future()
+        if not run.observers:
+            # Nobody waits for RunFinished: the outcome comes from the isolate thread straight
+            # to this loop, one thread hop instead of two through the engine's.
+            run.deliver = lambda envelope: self._deliver(run, envelope, loop, outcome)
         future = self._engine.submit(self._drive(run, spec))
+        future.add_done_callback(lambda done: _call_in(loop, _settle_from, outcome, done))
         try:
-            return await asyncio.wrap_future(future)
+            return await outcome
         except asyncio.CancelledError:
+            future.cancel()
             self._engine.call_soon(_stop, run)
             raise
 
@@ -336,7 +345,7 @@ class Executor:
             outcome = self._limit_failure(run, spec, exc)
         if outcome is None:
             if run.done.done():
-                outcome = self._decode(run, run.done.result())
+                outcome = run.outcome or self._decode(run, run.done.result())
                 if isinstance(outcome, RunFailed) and outcome.details is not None:
                     if outcome.details.kind == "syntax":
                         await _locate_syntax_error(run, prepared, spec, outcome)
@@ -364,6 +373,21 @@ class Executor:
         if isinstance(exc, JavaScriptError) and not isinstance(exc, RuntimeTerminated):
             return _failed(run, ErrorDetails("internal", exc.name or "Error", str(exc)))
         return self._limit_failure(run, spec, exc)
+
+    def _deliver(
+        self,
+        run: RunState,
+        envelope: str,
+        loop: asyncio.AbstractEventLoop,
+        outcome: asyncio.Future[RunResult],
+    ) -> None:
+        """Isolate thread, as the program reports its outcome: hand it to the caller at once,
+        unless the engine has more to say (where a syntax error really is)."""
+        result = self._decode(run, envelope)
+        if isinstance(result, RunFailed) and result.details and result.details.kind == "syntax":
+            return
+        run.outcome = result
+        _call_in(loop, _settle, outcome, result)
 
     def _decode(self, run: RunState, envelope: Any) -> RunResult:
         try:
@@ -411,6 +435,36 @@ class Executor:
         else:
             details = ErrorDetails("internal", type(exc).__name__, text)
         return _failed(run, details)
+
+
+def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
+    """Run ``fn`` on ``loop`` from any thread; nothing if that loop is gone (its caller too)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # closed
+        pass
+
+
+def _settle(outcome: asyncio.Future[RunResult], result: RunResult) -> None:
+    if not outcome.done():
+        outcome.set_result(result)
+
+
+def _settle_from(
+    outcome: asyncio.Future[RunResult], done: concurrent.futures.Future[RunResult]
+) -> None:
+    """The engine's own outcome, unless the caller already has one (or left)."""
+    if done.cancelled():
+        if not outcome.done():
+            outcome.cancel()
+        return
+    exc = done.exception()
+    if outcome.done():
+        return
+    if exc is not None:
+        outcome.set_exception(exc)
+    else:
+        outcome.set_result(done.result())
 
 
 class _Cancelled(Exception):

@@ -143,6 +143,10 @@ class RunState:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.done: asyncio.Future[str] | None = None
         self.evaluation: asyncio.Future[Any] | None = None
+        # Set when the caller takes the outcome straight from the isolate thread (see
+        # Executor.execute); ``outcome`` is then what it was given, for the engine to reuse.
+        self.deliver: Callable[[str], None] | None = None
+        self.outcome: Any = None
 
     @property
     def stopping(self) -> bool:
@@ -241,6 +245,8 @@ class RunState:
         self.stopping = True
         if self.envelope is None:
             self.envelope = envelope
+            if self.deliver is not None:
+                self.deliver(envelope)
             if self.loop is not None and self.done is not None:
                 self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
 

@@ -309,6 +309,30 @@ async def test_finished_run_is_terminated_only_after_its_evaluation_returned(
     assert [seen.get(run_id) for run_id in sorted(ours)] == [True] * 10
 
 
+async def test_outcome_reaches_the_caller_without_the_engine_loop(executor: Executor) -> None:
+    """With nobody observing the run, its outcome goes from the isolate thread straight to the
+    caller's loop: a caller is answered even while the engine's loop is busy elsewhere."""
+    released = threading.Event()
+
+    @inline
+    def hold_engine() -> bool:
+        get_engine().call_soon(released.wait, 30)
+        return True
+
+    try:
+        result = await asyncio.wait_for(
+            executor.execute(
+                "return await codemode.hold_engine()", fns={"hold_engine": hold_engine}
+            ),
+            timeout=10,
+        )
+        assert ok(result).result is True
+        assert not released.is_set()
+    finally:
+        released.set()
+    assert ok(await executor.execute("() => 2")).result == 2
+
+
 def _count_thread_states() -> int:
     """How many Python thread states the interpreter holds (one per thread that has one). Call
     it on the engine thread (see :func:`_thread_states`)."""
