@@ -91,7 +91,7 @@ async def worker_ours(figure: str) -> dict[str, Any]:
             return (time.perf_counter() - t) / 100
 
         return {
-            "one (prepared)": await _repeat(one_prepared, 15),
+            "one (prepared)": await _repeat(one_prepared, 40),
             "100 in a row": await _repeat(hundred),
         }
     if figure == "calls":
@@ -173,7 +173,7 @@ async def worker_pycm(figure: str) -> dict[str, Any]:
             return (time.perf_counter() - t) / 100
 
         return {
-            "one (prepared)": await _repeat(one, 15),
+            "one (prepared)": await _repeat(one, 40),
             "100 in a row": await _repeat(hundred),
         }
     if figure == "calls":
@@ -236,7 +236,7 @@ async def worker_raw(figure: str) -> dict[str, Any]:
             return (time.perf_counter() - t) / 100
 
         return {
-            "one (prepared)": await _repeat(one, 15),
+            "one (prepared)": await _repeat(one, 40),
             "100 in a row": await _repeat(hundred),
         }
     if figure == "calls":

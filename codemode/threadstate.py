@@ -11,11 +11,13 @@ So the first host call on an isolate thread *pins* its state (one more ``PyGILSt
 never released on that thread): later calls reuse it and nothing is deleted there. Once the
 isolate thread has exited (Linux lists live threads in ``/proc/self/task``), the engine clears
 the state (with the GIL, so ``__del__`` methods run on the engine's thread) and deletes it.
-The deletion runs on a native thread of its own, started for it: from 3.12 on,
-``PyThreadState_Delete`` also unbinds the *calling* thread's own ``PyGILState`` state, which
-would break the engine thread; a thread that never had one loses nothing. Where the thread's
-exit cannot be known (not Linux), or on interpreters without these semantics (not CPython, or
-no GIL), nothing is pinned.
+From 3.12 on, ``PyThreadState_Delete`` also unbinds the *calling* thread's own ``PyGILState``
+state, which would break the engine thread: there the deletion runs on a native thread started
+for it (a thread that never had one loses nothing), which costs little on an idle machine
+(about 40 us) but waits for a core, with the GIL held for it, while runs keep them busy (about
+1 ms each; the engine defers these to a quiet moment). Before 3.12 the engine thread deletes
+the state itself. Where the thread's exit cannot be known (not Linux), or on interpreters
+without these semantics (not CPython, or no GIL), nothing is pinned.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ def _bind() -> tuple[ctypes.PyDLL | None, int]:
         api.PyGILState_GetThisThreadState.argtypes = []
         api.PyThreadState_Clear.restype = None
         api.PyThreadState_Clear.argtypes = [ctypes.c_void_p]
+        api.PyThreadState_Delete.restype = None
+        api.PyThreadState_Delete.argtypes = [ctypes.c_void_p]
         api.pthread_create.restype = ctypes.c_int
         api.pthread_create.argtypes = [
             ctypes.POINTER(ctypes.c_ulong),
@@ -74,6 +78,10 @@ def _bind() -> tuple[ctypes.PyDLL | None, int]:
 
 _api, _delete_entry = _bind()
 SUPPORTED = _api is not None
+# Whether deleting another thread's state leaves the calling thread's own binding alone.
+_DELETE_IN_PLACE = sys.version_info < (3, 12)
+# Whether each deletion starts (and waits for) a native thread.
+DELETE_NEEDS_A_THREAD = SUPPORTED and not _DELETE_IN_PLACE
 
 
 def pin() -> int:
@@ -96,6 +104,9 @@ def delete(address: int) -> None:
     if _api is None or not address:
         return
     _api.PyThreadState_Clear(address)
+    if _DELETE_IN_PLACE:
+        _api.PyThreadState_Delete(address)
+        return
     thread = ctypes.c_ulong()
     if _api.pthread_create(ctypes.byref(thread), None, _delete_entry, address) == 0:
         _api.pthread_join(thread.value, None)
