@@ -345,7 +345,9 @@ class Executor:
             outcome = self._limit_failure(run, spec, exc)
         if outcome is None:
             if run.done.done():
-                outcome = run.outcome or self._decode(run, run.done.result())
+                outcome = run.outcome
+                if outcome is None:
+                    outcome = self._decode(run, run.done.result())
                 if isinstance(outcome, RunFailed) and outcome.details is not None:
                     if outcome.details.kind == "syntax":
                         await _locate_syntax_error(run, prepared, spec, outcome)

@@ -246,7 +246,10 @@ class RunState:
         if self.envelope is None:
             self.envelope = envelope
             if self.deliver is not None:
-                self.deliver(envelope)
+                try:
+                    self.deliver(envelope)
+                except Exception:  # noqa: BLE001 - the engine's own delivery still follows
+                    self.outcome = None
             if self.loop is not None and self.done is not None:
                 self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
 
