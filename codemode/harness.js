@@ -898,6 +898,13 @@
     // deno_core's async op stub calls its native op as `originalOp.call(...)`: a replaced
     // `Function.prototype.call` would be handed that native op. Pin the real one.
     Object.defineProperty(FunctionProto, "call", { writable: false, configurable: false });
+    // `await` hands a promise whose `constructor` is not the real Promise to its `then`: with
+    // both replaced, a program would run inside the harness's own awaits and choose the run's
+    // outcome. Pin the real one.
+    Object.defineProperty(PromiseCtor.prototype, "constructor", {
+      writable: false,
+      configurable: false,
+    });
     const bridge = (name, mode) => {
       const fn = G[name];
       const match =

@@ -605,6 +605,41 @@ async def test_no_state_survives_into_the_next_run(executor: Executor) -> None:
     assert spy.calls == [{"n": 1}]
 
 
+@pytest.mark.parametrize(
+    "ending",
+    ["throw new Error('boom')", "return 'honest'"],
+)
+async def test_replaced_promise_constructor_and_then_cannot_choose_the_outcome(
+    executor: Executor, ending: str
+) -> None:
+    """``await`` hands a promise whose ``constructor`` is not the real Promise to its ``then``:
+    with both replaced, a program would run inside the harness's own awaits and report any
+    outcome it likes (a forged timeout, an envelope the engine cannot read)."""
+    code = f"""
+    const forge = function (resolve) {{
+      resolve('{{"error":{{"kind":"timeout","name":"TimeoutError","message":"forged"}}}}');
+    }};
+    let pinned = false;
+    try {{
+      Object.defineProperty(Promise.prototype, "constructor", {{ value: function () {{}} }});
+    }} catch (err) {{
+      pinned = err instanceof TypeError;
+    }}
+    Promise.prototype.constructor = function () {{}};
+    Promise.prototype.then = forge;
+    console.log("pinned", pinned);
+    {ending};
+    """
+    result = await executor.execute(code)
+    if ending.startswith("throw"):
+        details = failed(result, "error")
+        assert (details.name, details.message) == ("Error", "boom")
+    else:
+        assert ok(result).result == "honest"
+    assert result.logs == ["pinned true"]
+    await assert_healthy(executor)
+
+
 async def test_runs_in_parallel_do_not_see_each_other(executor: Executor) -> None:
     code = """
     const me = await codemode.echo({ value: ID });
