@@ -344,24 +344,32 @@ class Executor:
         except Exception as exc:  # noqa: BLE001 - the parked evaluation itself failed
             outcome = self._limit_failure(run, spec, exc)
         if outcome is None:
-            if run.done.done():
-                outcome = run.outcome
-                if outcome is None:
-                    outcome = self._decode(run, run.done.result())
-                if isinstance(outcome, RunFailed) and outcome.details is not None:
-                    if outcome.details.kind == "syntax":
-                        await _locate_syntax_error(run, prepared, spec, outcome)
-            elif run.evaluation is not None and run.evaluation.done():
-                outcome = self._evaluation_outcome(run, spec, run.evaluation)
-            else:
-                run.timed_out = True
-                outcome = _failed(run, _timeout_details(spec))
+            try:
+                outcome = await self._outcome(run, prepared, spec)
+            except Exception as exc:  # noqa: BLE001 - whatever happens, the run is retired
+                outcome = _failed(run, ErrorDetails("internal", type(exc).__name__, str(exc)))
         if run.cancelled:
             outcome = _failed(run, ErrorDetails("cancelled", "Cancelled", "the run was cancelled"))
         _retire(run)
         if run.observers:
             run.emit(RunFinished(run.run_id, outcome, run.heap_used))
         return outcome
+
+    async def _outcome(self, run: RunState, prepared: Prepared, spec: _Spec) -> RunResult:
+        """What the run came to: the harness's report, or how its evaluation ended."""
+        assert run.done is not None
+        if run.done.done():
+            outcome = run.outcome
+            if outcome is None:
+                outcome = self._decode(run, run.done.result())
+            if isinstance(outcome, RunFailed) and outcome.details is not None:
+                if outcome.details.kind == "syntax":
+                    await _locate_syntax_error(run, prepared, spec, outcome)
+            return outcome
+        if run.evaluation is not None and run.evaluation.done():
+            return self._evaluation_outcome(run, spec, run.evaluation)
+        run.timed_out = True
+        return _failed(run, _timeout_details(spec))
 
     def _evaluation_outcome(
         self, run: RunState, spec: _Spec, evaluation: asyncio.Future[Any]
@@ -392,24 +400,30 @@ class Executor:
         _call_in(loop, _settle, outcome, result)
 
     def _decode(self, run: RunState, envelope: Any) -> RunResult:
+        """The harness's envelope as a result. Total: whatever a program managed to make the
+        envelope (it can reach the harness's promises), the answer is a result, never an
+        exception that would keep the run from being retired."""
         try:
             data = json.loads(envelope)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RecursionError):
+            data = None
+        if not isinstance(data, dict) or not isinstance(data.get("error", {}), dict):
             return _failed(run, ErrorDetails("internal", "InternalError", repr(envelope)[:200]))
         heap = data.get("heap")
-        run.heap_used = heap if isinstance(heap, int) else None
-        dropped = int(data.get("dropped") or 0)
+        run.heap_used = heap if _is_int(heap) else None
+        dropped = data.get("dropped")
+        dropped = dropped if _is_int(dropped) and dropped > 0 else 0
         if "error" in data:
             e = data["error"]
             details = ErrorDetails(
-                kind=e.get("kind") or "error",
-                name=e.get("name") or "Error",
-                message=e.get("message") or "",
-                stack=e.get("stack"),
-                line=e.get("line"),
-                column=e.get("column"),
-                tool=e.get("tool"),
-                python_type=e.get("pythonType"),
+                kind=_text(e.get("kind")) or "error",
+                name=_text(e.get("name")) or "Error",
+                message=_text(e.get("message")) or "",
+                stack=_text(e.get("stack")),
+                line=e.get("line") if _is_int(e.get("line")) else None,
+                column=e.get("column") if _is_int(e.get("column")) else None,
+                tool=_text(e.get("tool")),
+                python_type=_text(e.get("pythonType")),
             )
             return _failed(run, details, dropped)
         return RunCompleted(
@@ -437,6 +451,14 @@ class Executor:
         else:
             details = ErrorDetails("internal", type(exc).__name__, text)
         return _failed(run, details)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
 
 
 def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any) -> None:
@@ -516,6 +538,7 @@ def _retire(run: RunState) -> None:
         return
     run.retiring = True
     run.stopping = True
+    run.deliver = None  # it refers to the run: no cycle left behind
     run.abandon()
     get_engine().track(asyncio.ensure_future(_retire_when_quiet(run, run.prepared)))
 

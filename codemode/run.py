@@ -245,9 +245,12 @@ class RunState:
         self.stopping = True
         if self.envelope is None:
             self.envelope = envelope
-            if self.deliver is not None:
+            # Taken once, and dropped: it refers to this run (a cycle would keep the run, its
+            # logs and its result alive until the next garbage collection).
+            deliver, self.deliver = self.deliver, None
+            if deliver is not None:
                 try:
-                    self.deliver(envelope)
+                    deliver(envelope)
                 except Exception:  # noqa: BLE001 - the engine's own delivery still follows
                     self.outcome = None
             if self.loop is not None and self.done is not None:

@@ -333,6 +333,74 @@ async def test_outcome_reaches_the_caller_without_the_engine_loop(executor: Exec
     assert ok(await executor.execute("() => 2")).result == 2
 
 
+@pytest.mark.parametrize(
+    "envelope",
+    [
+        "1",
+        "[]",
+        "nul",
+        '"text"',
+        '{"error": 1}',
+        '{"error": {"kind": ["x"], "name": 2, "line": "3", "column": true}}',
+        '{"result": 1, "dropped": "many", "heap": 1.5}',
+        "[" * 100_000,
+    ],
+    ids=[
+        "number",
+        "list",
+        "not-json",
+        "string",
+        "error-not-an-object",
+        "error-fields-mistyped",
+        "result-fields-mistyped",
+        "nested-too-deep",
+    ],
+)
+def test_any_envelope_decodes_to_a_result(executor: Executor, envelope: str) -> None:
+    """An envelope the engine cannot read must still give a result: an exception there kept a
+    run from ever being retired (its slot and runtime leaked, and after eight such runs every
+    later run waited for ever)."""
+    run, _ = executor._prepare("1", None, None, None, None)
+    result = executor._decode(run, envelope)
+    assert isinstance(result, (RunCompleted, RunFailed))
+    if isinstance(result, RunFailed):
+        assert result.details is not None
+        assert isinstance(result.details.kind, str) and isinstance(result.details.name, str)
+        assert result.details.line is None and result.details.column is None
+    else:
+        assert (result.result, result.dropped_logs) == (1, 0)
+
+
+async def test_finished_runs_are_freed_without_the_garbage_collector(
+    executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run, its logs and its result are freed as soon as nothing uses them: no reference
+    cycle keeps them (with large results, memory grew by hundreds of megabytes between two
+    collections)."""
+    import weakref
+
+    import codemode.executor as executor_module
+    from codemode.run import RunState
+
+    runs: list[weakref.ref[RunState]] = []
+
+    class Tracked(RunState):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            runs.append(weakref.ref(self))
+
+    monkeypatch.setattr(executor_module, "RunState", Tracked)
+    gc.collect()
+    gc.disable()
+    try:
+        for code in ["return 'x'.repeat(1000)", "throw new Error('e')", "syntax error here"]:
+            await executor.execute(code)
+        await _wait_for(lambda: all(ref() is None for ref in runs))
+        assert [ref() for ref in runs] == [None] * 3
+    finally:
+        gc.enable()
+
+
 def _count_thread_states() -> int:
     """How many Python thread states the interpreter holds (one per thread that has one). Call
     it on the engine thread (see :func:`_thread_states`)."""
