@@ -135,8 +135,9 @@ _REAP_MAX_S = 2.0
 # engine waits for it with the GIL held: about 40 us on an idle machine, about 1 ms while runs
 # keep both cores busy. So it deletes them once no run has started for this long...
 _REAP_QUIET_S = 0.2
-# ... or when this many are waiting (a few kilobytes each).
+# ... or when this many are waiting (a few kilobytes each), and at most this many at a time.
 _REAP_BACKLOG = 256
+_REAP_BATCH = 16
 
 NO_RUN = '{"err":{"message":"no run is active","type":"RuntimeError"}}'
 # What each operation answers when no run is using the runtime (-1 and {"stop"}: stop).
@@ -359,22 +360,29 @@ class Engine:
         """Delete the thread states of isolate threads that have exited; look again later
         (less and less often) for those still winding down, or kept by a host function."""
         self._reaper = None
-        if (
-            threadstate.DELETE_NEEDS_A_THREAD
-            and len(self._exiting) < _REAP_BACKLOG
-            and (self._leased or time.monotonic() - self._last_lease < _REAP_QUIET_S)
-        ):
-            if not self.loop.is_closed():
-                self._reaper = self.loop.call_later(_REAP_QUIET_S, self._reap)
-            return
+        budget = len(self._exiting)
+        if threadstate.DELETE_NEEDS_A_THREAD:
+            if (
+                len(self._exiting) < _REAP_BACKLOG
+                and time.monotonic() - self._last_lease < _REAP_QUIET_S
+            ):
+                if not self.loop.is_closed():
+                    self._reaper = self.loop.call_later(_REAP_QUIET_S, self._reap)
+                return
+            budget = _REAP_BATCH
         still: list[tuple[int, int]] = []
         for tid, tstate in self._exiting:
-            if threadstate.thread_exited(tid):
+            if budget > 0 and threadstate.thread_exited(tid):
                 threadstate.delete(tstate)
+                budget -= 1
             else:
                 still.append((tid, tstate))
         self._exiting = still
         if still and not self.loop.is_closed():
+            if budget == 0:
+                # More to delete: soon, one batch at a time (each holds the GIL meanwhile).
+                self._reaper = self.loop.call_later(0.01, self._reap)
+                return
             self._reap_delay = min(self._reap_delay * 2, _REAP_MAX_S)
             self._reaper = self.loop.call_later(self._reap_delay, self._reap)
 
