@@ -47,6 +47,8 @@
   const SetAdd = Set.prototype.add;
   const SetDelete = Set.prototype.delete;
   const ReflectOwnKeys = Reflect.ownKeys;
+  const RegExpExec = RegExp.prototype.exec;
+  const EMPTY_PATTERN = /(?:)/;
   const FunctionProto = Function.prototype;
   const FunctionToString = Function.prototype.toString;
   const ArrayIncludes = (array, item) => ReflectApply(Array.prototype.includes, array, [item]);
@@ -1024,6 +1026,9 @@
       configurable: false,
       enumerable: false,
     });
+    // RegExp's legacy statics (`RegExp.input`, `lastMatch`, `$1`...) hold the harness's last
+    // match, such as a bridge wrapper's source: leave them empty.
+    ReflectApply(RegExpExec, EMPTY_PATTERN, [""]);
     // Awaited, not returned: returning a promise from an async function resolves through its
     // `then`, which the program may have replaced.
     return await evaluate(code, config);

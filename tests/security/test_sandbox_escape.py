@@ -640,6 +640,21 @@ async def test_replaced_promise_constructor_and_then_cannot_choose_the_outcome(
     await assert_healthy(executor)
 
 
+@pytest.mark.parametrize("prepared", [True, False], ids=["prepared", "fresh"])
+async def test_regexp_statics_hold_nothing_of_the_harness(
+    make_executor: Any, monkeypatch: pytest.MonkeyPatch, prepared: bool
+) -> None:
+    """RegExp's legacy statics remember the last match: the harness's own (a bridge wrapper's
+    source, naming jsrun's host op) must not be the first thing a program reads there."""
+    from codemode.engine import get_engine
+
+    if not prepared:
+        monkeypatch.setattr(get_engine(), "pool_size", 0)
+    executor = make_executor(max_heap_bytes=24 * 1024 * 1024 + (0 if prepared else 4096))
+    code = "return [RegExp.input, RegExp.lastMatch, RegExp.leftContext, RegExp.$1]"
+    assert ok(await executor.execute(code)).result == ["", "", "", ""]
+
+
 async def test_runs_in_parallel_do_not_see_each_other(executor: Executor) -> None:
     code = """
     const me = await codemode.echo({ value: ID });
