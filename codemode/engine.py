@@ -45,11 +45,12 @@ class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
-    its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` is
-    the isolate thread's native id, learnt on its first call into the host, and ``tstate`` the
+    its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` and
+    ``pthread`` are the isolate thread's native and POSIX ids, learnt on its first call into the
+    host (the first reads its state in /proc, the second its CPU clock), and ``tstate`` the
     Python thread state pinned for it then (see :mod:`codemode.threadstate`)."""
 
-    __slots__ = ("run", "gate", "job", "in_park", "tid", "tstate", "stop")
+    __slots__ = ("run", "gate", "job", "in_park", "tid", "pthread", "tstate", "stop")
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -59,6 +60,7 @@ class Slot:
         self.job = ""
         self.in_park = False
         self.tid = 0
+        self.pthread = 0
         self.tstate = 0
 
 
@@ -92,6 +94,7 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
     def cm_host(op: str, a: Any, b: Any) -> Any:
         if not slot.tid:
             slot.tid = threading.get_native_id()
+            slot.pthread = threading.get_ident()
             slot.tstate = threadstate.pin()
         if op == "park":
             slot.in_park = True

@@ -578,6 +578,8 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
         await asyncio.wait({evaluation}, timeout=_FINISH_GRACE_S)
     waited = 0
     distrusted = False
+    # The run's last bridge call and the isolate thread's CPU time when it was first seen quiet.
+    quiet_since: tuple[float, int] | None = None
     while True:
         evaluation = run.evaluation
         if not distrusted and evaluation is not None and evaluation.done() and run.envelope is None:
@@ -600,11 +602,20 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
         elif run.quiet(0.02) and _isolate_running(prepared.slot.tid):
             # Stopped while calling no host function (a CPU loop, cancelled). An isolate thread
             # waiting for the GIL on its way into a host function would look just as quiet, but
-            # it sleeps: this one runs JavaScript. Sleeping first lets a thread that was about
-            # to enter in; its state is read once more right before terminating.
-            time.sleep(0.001)
-            if run.silent() or (_isolate_running(prepared.slot.tid, looks=1) and run.quiet(0.001)):
-                break
+            # it sleeps: this one runs (or waits for a core: /proc says "R" for both). So it
+            # must also have spent a while of its own CPU time without calling the host: wall
+            # time alone let a starved program that calls the host every millisecond of its own
+            # look quiet, and be terminated as it called. Sleeping first lets a thread that was
+            # about to enter in; its state is read once more right before terminating.
+            cpu = _cpu_time_ns(prepared.slot.pthread)
+            if quiet_since is None or quiet_since[0] != run.last_bridge:
+                quiet_since = (run.last_bridge, cpu)
+            if cpu - quiet_since[1] >= _QUIET_CPU_NS:
+                time.sleep(0.001)
+                if run.silent() or (
+                    _isolate_running(prepared.slot.tid, looks=1) and run.quiet(0.001)
+                ):
+                    break
         waited += 1
         if waited == 400:  # about 2 s: let the caller go; keep watching, less often
             engine.abandon()
@@ -620,6 +631,20 @@ async def _retire_when_quiet(run: RunState, prepared: Prepared) -> None:
 # (normally well under 10 ms; generous for a loaded machine: only a timer the program left
 # spinning, which burns a core meanwhile, waits it out).
 _FINISH_GRACE_S = 0.2
+
+
+# How much of its own CPU time a stopped isolate thread spends without calling the host before
+# the engine takes it for a loop that calls none (and terminates it).
+_QUIET_CPU_NS = 20_000_000
+
+
+def _cpu_time_ns(pthread: int) -> int:
+    """The CPU time a thread has used. Where it cannot be read (no per-thread CPU clocks, or
+    the thread is gone), the wall clock stands in: the check then counts wall time."""
+    try:
+        return time.clock_gettime_ns(time.pthread_getcpuclockid(pthread))
+    except (AttributeError, OSError, OverflowError):
+        return time.monotonic_ns()
 
 
 def _isolate_running(tid: int, looks: int = 5) -> bool:
@@ -663,6 +688,9 @@ async def _locate_syntax_error(
     try:
         await prepared.runtime.eval_async(f"{prefix}{spec.code}\n}})", timeout=1.0)
     except JavaScriptError as exc:
+        # Its traceback runs through the future that raised it (which holds it) and this frame:
+        # a cycle that would keep the run alive until the next garbage collection.
+        exc.__traceback__ = None
         frames = [f for f in (exc.frames or []) if f.get("line_number")]
         if exc.name != "SyntaxError" or not frames:
             return
