@@ -8,6 +8,7 @@ import ctypes
 import gc
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -892,8 +893,11 @@ async def test_waiting_on_a_slow_host_call_does_not_burn_cpu(executor: Executor,
 
 SCENARIO_PRELUDE = textwrap.dedent(
     """
-    import asyncio, json, threading, time
+    import asyncio, faulthandler, json, signal, threading, time
     from codemode import Executor, RunFailed, inline
+
+    # A scenario that hangs shows where: the test asks for every thread's stack before killing it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     ticks = [0]
 
@@ -1063,7 +1067,8 @@ SCENARIOS = {
     asyncio.run(main())
     """,
 }
-SCENARIO_DEADLINE_S = 25
+# Shared by the scenarios, which start together with this module and keep both cores busy.
+SCENARIO_DEADLINE_S = 45
 
 
 def _child_env() -> dict[str, str]:
@@ -1103,9 +1108,17 @@ def scenarios():
         try:
             stdout, stderr = proc.communicate(timeout=remaining)
         except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(1)
             proc.kill()
             stdout, stderr = proc.communicate()
-            pytest.fail(f"scenario {name!r} hung (killed after {SCENARIO_DEADLINE_S} s)")
+            pytest.fail(
+                f"scenario {name!r} hung (killed after {SCENARIO_DEADLINE_S} s); its threads:\n"
+                # Idle worker threads left out: the engine's, the isolates' and the main one count.
+                + "\n\n".join(block for block in stderr.split("\n\n") if "workers.py" not in block)[
+                    -20000:
+                ]
+            )
         lines = [line for line in stdout.splitlines() if line.startswith("RESULT ")]
         assert proc.returncode == 0 and lines, (proc.returncode, stdout[-500:], stderr[-2000:])
         return json.loads(lines[-1][len("RESULT ") :]), stderr
