@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from jsrun import JavaScriptError, RuntimeTerminated
 
@@ -33,7 +33,7 @@ from codemode.events import (
     RunResult,
     RunStarted,
 )
-from codemode.run import RunState, Tool, binder_for, is_inline
+from codemode.run import RunState, Tool, binder_for, is_inline, set_result_once
 from codemode.workers import DaemonPool
 
 MiB = 1024 * 1024
@@ -362,9 +362,8 @@ class Executor:
             outcome = run.outcome
             if outcome is None:
                 outcome = self._decode(run, run.done.result())
-            if isinstance(outcome, RunFailed) and outcome.details is not None:
-                if outcome.details.kind == "syntax":
-                    await _locate_syntax_error(run, prepared, spec, outcome)
+            if _needs_location(outcome):
+                await _locate_syntax_error(run, prepared, spec, outcome)
             return outcome
         if run.evaluation is not None and run.evaluation.done():
             return self._evaluation_outcome(run, spec, run.evaluation)
@@ -393,11 +392,9 @@ class Executor:
     ) -> None:
         """Isolate thread, as the program reports its outcome: hand it to the caller at once,
         unless the engine has more to say (where a syntax error really is)."""
-        result = self._decode(run, envelope)
-        if isinstance(result, RunFailed) and result.details and result.details.kind == "syntax":
-            return
-        run.outcome = result
-        _call_in(loop, _settle, outcome, result)
+        result = run.outcome = self._decode(run, envelope)
+        if not _needs_location(result):
+            _call_in(loop, set_result_once, outcome, result)
 
     def _decode(self, run: RunState, envelope: Any) -> RunResult:
         """The harness's envelope as a result. Total: whatever a program managed to make the
@@ -469,9 +466,14 @@ def _call_in(loop: asyncio.AbstractEventLoop, fn: Callable[..., Any], *args: Any
         pass
 
 
-def _settle(outcome: asyncio.Future[RunResult], result: RunResult) -> None:
-    if not outcome.done():
-        outcome.set_result(result)
+def _needs_location(result: RunResult) -> TypeGuard[RunFailed]:
+    """A syntax error, which only the engine can place in the program (see
+    :func:`_locate_syntax_error`)."""
+    return (
+        isinstance(result, RunFailed)
+        and result.details is not None
+        and (result.details.kind == "syntax")
+    )
 
 
 def _settle_from(

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from codemode.convert import Binder, dumps
 from codemode.events import (
@@ -30,6 +30,7 @@ from codemode.events import (
     Observer,
 )
 
+T = TypeVar("T")
 _binders: dict[Any, Binder] = {}
 _BINDER_CACHE_SIZE = 4096
 
@@ -254,7 +255,7 @@ class RunState:
                 except Exception:  # noqa: BLE001 - the engine's own delivery still follows
                     self.outcome = None
             if self.loop is not None and self.done is not None:
-                self.loop.call_soon_threadsafe(_resolve, self.done, envelope)
+                self.loop.call_soon_threadsafe(set_result_once, self.done, envelope)
 
     def call_sync(self, name: str, payload: str) -> str:
         """Inline bridge: runs on jsrun's isolate thread, for speed."""
@@ -463,9 +464,10 @@ class RunState:
             worker.cancel()
 
 
-def _resolve(future: asyncio.Future[str], envelope: str) -> None:
+def set_result_once(future: asyncio.Future[T], value: T) -> None:
+    """Settle a future unless it already is (cancelled, or settled by another path)."""
     if not future.done():
-        future.set_result(envelope)
+        future.set_result(value)
 
 
 STOP_ENVELOPE = '{"stop":1}'
