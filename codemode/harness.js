@@ -957,7 +957,7 @@
   function resealGlobals() {
     if (sealed !== null && ReflectOwnKeys(G).length === sealed.count) {
       for (const name of sealed.keep) hideGlobal(name);
-      sealed = { keep: [], count: ReflectOwnKeys(G).length };
+      sealed = null; // a later reseal walks the scope again
     } else {
       sealGlobals([]);
     }
