@@ -45,12 +45,25 @@ class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
-    its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` and
+    its isolate thread is inside the park call (waiting at the gate, or leaving it), and
+    ``arrived`` that it has come that far once (the harness is sealed). ``leased_at`` is when a
+    run took the runtime (``time.monotonic()``). ``tid`` and
     ``pthread`` are the isolate thread's native and POSIX ids, learnt on its first call into the
     host (the first reads its state in /proc, the second its CPU clock), and ``tstate`` the
     Python thread state pinned for it then (see :mod:`codemode.threadstate`)."""
 
-    __slots__ = ("run", "gate", "job", "in_park", "tid", "pthread", "tstate", "stop")
+    __slots__ = (
+        "run",
+        "gate",
+        "job",
+        "in_park",
+        "arrived",
+        "leased_at",
+        "tid",
+        "pthread",
+        "tstate",
+        "stop",
+    )
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -59,6 +72,8 @@ class Slot:
         self.gate = threading.Event()
         self.job = ""
         self.in_park = False
+        self.arrived = False
+        self.leased_at = 0.0
         self.tid = 0
         self.pthread = 0
         self.tstate = 0
@@ -96,7 +111,12 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
             slot.tid = threading.get_native_id()
             slot.pthread = threading.get_ident()
             slot.tstate = threadstate.pin()
+        if op == "peek":
+            # Before rehearsing: a run that already handed its job over would wait for that.
+            slot.arrived = True
+            return slot.job if slot.gate.is_set() else None
         if op == "park":
+            slot.arrived = True
             slot.in_park = True
             slot.gate.wait()
             job = slot.job
@@ -130,6 +150,10 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
 
     runtime.bind_function("__cm_host", cm_host)
 
+
+# How long after a run took its runtime (and while it holds it) the engine puts off preparing
+# runtimes ahead: runs that come one after another make their own instead (see Engine._busy).
+_PREPARE_AFTER_LEASE_S = 0.05
 
 # When the engine first looks for a closed isolate thread's exit, and at most how long apart.
 _REAP_FIRST_S = 0.05
@@ -247,23 +271,20 @@ class Engine:
             self._live_slots.release()
 
     async def lease(self, heap: int) -> Prepared:
-        """Take a runtime for one run (engine thread only): a prepared one when there is one."""
-        self._last_lease = time.monotonic()
+        """Take a runtime for one run (engine thread only): a prepared one when there is one,
+        else a new one at once, whose own evaluation seals the harness (a runtime still being
+        prepared ahead is never waited for: see :meth:`_busy`)."""
+        now = self._last_lease = time.monotonic()
         pool = self._pools.setdefault(heap, deque())
-        preparing = self._preparing.get(heap)
-        if not pool and preparing is not None:
-            # One is on its way and started earlier than a new one would: wait for it.
-            await asyncio.shield(preparing)
-        if not pool:
-            # The run's own evaluation prepares it (the harness seals itself on first use).
+        if pool:
+            prepared = pool.popleft()
+            if prepared.expiry is not None:
+                prepared.expiry.cancel()
+                prepared.expiry = None  # no cycle through the timer: runtimes must die here
+        else:
             prepared = self._construct(heap)
-            self._leased[prepared.runtime] = prepared.slot
-            return prepared
-        prepared = pool.popleft()
+        prepared.slot.leased_at = now
         self._leased[prepared.runtime] = prepared.slot
-        if prepared.expiry is not None:
-            prepared.expiry.cancel()
-            prepared.expiry = None  # no cycle through the timer: runtimes must die here
         return prepared
 
     def _schedule_refill(self, heap: int) -> None:
@@ -276,8 +297,12 @@ class Engine:
     async def _prepare(self, heap: int) -> None:
         """Get one runtime ready: its isolate started and the harness sealed, off any run."""
         try:
-            # Let a finished run's result reach its caller before the constructor takes the loop.
-            await asyncio.sleep(0.001)
+            # Let a finished run's result reach its caller before the constructor takes the
+            # loop; then wait while making a runtime would slow runs down.
+            delay = 0.001
+            while delay > 0 and not self._closing:
+                await asyncio.sleep(delay)
+                delay = self._busy()
             if self._closing:
                 return
             prepared = self._construct(heap)
@@ -289,6 +314,22 @@ class Engine:
         finally:
             self._preparing.pop(heap, None)
         self._schedule_refill(heap)
+
+    def _busy(self) -> float:
+        """How long to put off making a runtime ahead of time (0: not at all). Making one holds
+        the GIL and this loop for several milliseconds, enough to stall the runs around it:
+        a prepared runtime on its way to its gate cannot park meanwhile (a run that takes it
+        then waits), and a run that has just started cannot reach its next step (its runtime
+        polls a core busily until this loop gets to it). So it waits until every prepared
+        runtime has parked and no run has taken a runtime within the last
+        ``_PREPARE_AFTER_LEASE_S`` (a run that needs a runtime meanwhile makes its own)."""
+        for pool in self._pools.values():
+            for prepared in pool:
+                parked = prepared.parked
+                if not prepared.slot.arrived and parked is not None and not parked.done():
+                    return 0.001
+        newest = max((slot.leased_at for slot in self._leased.values()), default=0.0)
+        return max(0.0, newest + _PREPARE_AFTER_LEASE_S - time.monotonic())
 
     def _expire(self, prepared: Prepared) -> None:
         """Release a prepared runtime nobody used within the linger time."""

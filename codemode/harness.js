@@ -9,7 +9,8 @@
 //   start(name, argsJson) -> id, or -1 to stop   (default host calls, run on the host) ...
 //   wait(ms)              -> [[id, envelope]...] (... whose answers a pump blocks for)
 //   log(level, text)      -> 1 kept, 0 the log is full, -1 stop
-//   done(outcomeJson), park() -> the next job
+//   done(outcomeJson), park() -> the next job, peek() -> the job if one is handed over
+//                                             already (else null: then it rehearses, parks)
 "use strict";
 
 (() => {
@@ -925,6 +926,7 @@
       log: (level, text) => host("log", level, text),
       done: (outcome) => host("done", outcome, ""),
       park: () => host("park", "", ""),
+      peek: () => host("peek", "", ""),
     };
     try {
       const memory = ops.op_memory_usage;
@@ -979,12 +981,18 @@
   }
 
   // A prepared runtime parks inside this call, its thread blocked in the host (an idle jsrun
-  // runtime otherwise keeps a core busy polling), until a run hands it a job.
+  // runtime otherwise keeps a core busy polling), until a run hands it a job. A run that took
+  // it before it got that far has handed its job over already: it skips the rehearsal.
   // The job is kept for `__codemode_run_job()`, a second evaluation that carries the run's
   // time limit (jsrun enforces it from its own watchdog thread, which never needs the GIL).
   let parkedJob = "";
   function serve() {
     prepare(["__codemode_run_job"]);
+    const early = bridges.peek();
+    if (early !== null && early !== undefined) {
+      parkedJob = early;
+      return parkedJob ? "taken" : "quit";
+    }
     rehearse();
     parkedJob = bridges.park();
     return parkedJob ? "parked" : "quit";
