@@ -47,7 +47,8 @@ class Slot:
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
     its isolate thread is inside the park call (waiting at the gate, or leaving it), and
     ``arrived`` that it has come that far once (the harness is sealed). ``leased_at`` is when a
-    run took the runtime (``time.monotonic()``). ``tid`` and
+    run took the runtime (``time.monotonic()``), ``reported`` that its program has reported
+    its outcome. ``tid`` and
     ``pthread`` are the isolate thread's native and POSIX ids, learnt on its first call into the
     host (the first reads its state in /proc, the second its CPU clock), and ``tstate`` the
     Python thread state pinned for it then (see :mod:`codemode.threadstate`)."""
@@ -59,6 +60,7 @@ class Slot:
         "in_park",
         "arrived",
         "leased_at",
+        "reported",
         "tid",
         "pthread",
         "tstate",
@@ -74,6 +76,7 @@ class Slot:
         self.in_park = False
         self.arrived = False
         self.leased_at = 0.0
+        self.reported = False
         self.tid = 0
         self.pthread = 0
         self.tstate = 0
@@ -142,6 +145,7 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
             else:
                 answer = None
                 if op == "done":
+                    slot.reported = True
                     run.finish(a)
         finally:
             run.last_bridge = time.perf_counter()
@@ -321,15 +325,17 @@ class Engine:
         a prepared runtime on its way to its gate cannot park meanwhile (a run that takes it
         then waits), and a run that has just started cannot reach its next step (its runtime
         polls a core busily until this loop gets to it). So it waits until every prepared
-        runtime has parked and no run has taken a runtime within the last
-        ``_PREPARE_AFTER_LEASE_S`` (a run that needs a runtime meanwhile makes its own)."""
+        runtime has parked and every run that took a runtime within the last
+        ``_PREPARE_AFTER_LEASE_S`` has reported its outcome (a run that needs a runtime
+        meanwhile makes its own: runs that come one after another do not wait for this)."""
         for pool in self._pools.values():
             for prepared in pool:
                 parked = prepared.parked
                 if not prepared.slot.arrived and parked is not None and not parked.done():
                     return 0.001
-        newest = max((slot.leased_at for slot in self._leased.values()), default=0.0)
-        return max(0.0, newest + _PREPARE_AFTER_LEASE_S - time.monotonic())
+        starting = [s.leased_at for s in self._leased.values() if not s.reported]
+        left = max(starting, default=0.0) + _PREPARE_AFTER_LEASE_S - time.monotonic()
+        return min(left, 0.002) if left > 0 else 0.0  # look again soon: runs report any time
 
     def _expire(self, prepared: Prepared) -> None:
         """Release a prepared runtime nobody used within the linger time."""
