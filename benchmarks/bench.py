@@ -235,9 +235,22 @@ async def worker_raw(figure: str) -> dict[str, Any]:
                 runtime.close()
             return (time.perf_counter() - t) / 100
 
+        live = Runtime(RuntimeConfig(max_heap_size=16 << 20))
+
+        async def on_live(timeout: float | None) -> float:
+            # What one evaluation of a runtime made already costs, from the thread that owns
+            # it: the floor under any prepared run. With a time limit, jsrun's evaluation ends
+            # by joining its watchdog thread, which sleeps in 10 ms steps.
+            await asyncio.sleep(0.05)
+            t = time.perf_counter()
+            await live.eval_async("1+1", timeout=timeout)
+            return time.perf_counter() - t
+
         return {
             "one (prepared)": await _repeat(one, 40),
             "100 in a row": await _repeat(hundred),
+            "eval_async, made runtime": await _repeat(lambda: on_live(None), 40),
+            "... with a time limit": await _repeat(lambda: on_live(60), 40),
         }
     if figure == "calls":
         runtime = Runtime(RuntimeConfig(max_heap_size=64 << 20))

@@ -682,13 +682,17 @@ async def _locate_syntax_error(
 ) -> None:
     """V8 tells where a syntax error is only when the faulty code is a script of its own, so
     compile the program once more that way and read the position. The script starts with
-    ``throw``: if it compiles after all, nothing of it runs."""
+    ``throw``: if it compiles after all, nothing of it runs. So it needs no jsrun time limit,
+    which would cost up to 10 ms more (a timed evaluation ends by joining jsrun's watchdog
+    thread, which sleeps in 10 ms steps); the wait for it is bounded here instead."""
     evaluation = run.evaluation
     if evaluation is not None and not evaluation.done():
         await asyncio.wait({evaluation}, timeout=1.0)
     prefix = "throw 0;(async () => {"
     try:
-        await prepared.runtime.eval_async(f"{prefix}{spec.code}\n}})", timeout=1.0)
+        await asyncio.wait_for(
+            prepared.runtime.eval_async(f"{prefix}{spec.code}\n}})"), timeout=1.0
+        )
     except JavaScriptError as exc:
         # Its traceback runs through the future that raised it (which holds it) and this frame:
         # a cycle that would keep the run alive until the next garbage collection.

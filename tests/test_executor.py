@@ -349,6 +349,8 @@ async def test_syntax_error_is_reported(executor: Executor) -> None:
     details = failed(await executor.execute("const a = 1;\nconst b = ;\n")).details
     assert details.kind == "syntax"
     assert details.name == "SyntaxError"
+    assert (details.line, details.column) == (2, 11)
+    assert "codemode.js:2:11" in (details.stack or "")
 
 
 # ------------------------------------------------------------------------------ Python errors
