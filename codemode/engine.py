@@ -45,27 +45,12 @@ class Slot:
     """Per-runtime indirection for the bridges: bound once when the runtime is prepared, pointed
     at the run that leases it. Lets runtimes be prepared before anyone knows what they will run.
     ``gate``/``job`` hand a parked runtime its program ("" tells it to quit); ``in_park`` says
-    its isolate thread is inside the park call (waiting at the gate, or leaving it), and
-    ``arrived`` that it has come that far once (the harness is sealed). ``leased_at`` is when a
-    run took the runtime (``time.monotonic()``), ``reported`` that its program has reported
-    its outcome. ``tid`` and
+    its isolate thread is inside the park call (waiting at the gate, or leaving it). ``tid`` and
     ``pthread`` are the isolate thread's native and POSIX ids, learnt on its first call into the
     host (the first reads its state in /proc, the second its CPU clock), and ``tstate`` the
     Python thread state pinned for it then (see :mod:`codemode.threadstate`)."""
 
-    __slots__ = (
-        "run",
-        "gate",
-        "job",
-        "in_park",
-        "arrived",
-        "leased_at",
-        "reported",
-        "tid",
-        "pthread",
-        "tstate",
-        "stop",
-    )
+    __slots__ = ("run", "gate", "job", "in_park", "tid", "pthread", "tstate", "stop")
 
     def __init__(self) -> None:
         self.run: Any = None
@@ -74,9 +59,6 @@ class Slot:
         self.gate = threading.Event()
         self.job = ""
         self.in_park = False
-        self.arrived = False
-        self.leased_at = 0.0
-        self.reported = False
         self.tid = 0
         self.pthread = 0
         self.tstate = 0
@@ -115,11 +97,9 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
             slot.pthread = threading.get_ident()
             slot.tstate = threadstate.pin()
         if op == "peek":
-            # Before rehearsing: a run that already handed its job over would wait for that.
-            slot.arrived = True
+            # Before rehearsing: a run that took the runtime early has handed its job over.
             return slot.job if slot.gate.is_set() else None
         if op == "park":
-            slot.arrived = True
             slot.in_park = True
             slot.gate.wait()
             job = slot.job
@@ -145,7 +125,6 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
             else:
                 answer = None
                 if op == "done":
-                    slot.reported = True
                     run.finish(a)
         finally:
             run.last_bridge = time.perf_counter()
@@ -154,10 +133,6 @@ def _bind_bridges(runtime: Runtime, slot: Slot) -> None:
 
     runtime.bind_function("__cm_host", cm_host)
 
-
-# How long after a run took its runtime (and while it holds it) the engine puts off preparing
-# runtimes ahead: runs that come one after another make their own instead (see Engine._busy).
-_PREPARE_AFTER_LEASE_S = 0.05
 
 # When the engine first looks for a closed isolate thread's exit, and at most how long apart.
 _REAP_FIRST_S = 0.05
@@ -275,20 +250,23 @@ class Engine:
             self._live_slots.release()
 
     async def lease(self, heap: int) -> Prepared:
-        """Take a runtime for one run (engine thread only): a prepared one when there is one,
-        else a new one at once, whose own evaluation seals the harness (a runtime still being
-        prepared ahead is never waited for: see :meth:`_busy`)."""
-        now = self._last_lease = time.monotonic()
+        """Take a runtime for one run (engine thread only): a prepared one when there is one."""
+        self._last_lease = time.monotonic()
         pool = self._pools.setdefault(heap, deque())
-        if pool:
-            prepared = pool.popleft()
-            if prepared.expiry is not None:
-                prepared.expiry.cancel()
-                prepared.expiry = None  # no cycle through the timer: runtimes must die here
-        else:
+        preparing = self._preparing.get(heap)
+        if not pool and preparing is not None:
+            # One is on its way and started earlier than a new one would: wait for it.
+            await asyncio.shield(preparing)
+        if not pool:
+            # The run's own evaluation prepares it (the harness seals itself on first use).
             prepared = self._construct(heap)
-        prepared.slot.leased_at = now
+            self._leased[prepared.runtime] = prepared.slot
+            return prepared
+        prepared = pool.popleft()
         self._leased[prepared.runtime] = prepared.slot
+        if prepared.expiry is not None:
+            prepared.expiry.cancel()
+            prepared.expiry = None  # no cycle through the timer: runtimes must die here
         return prepared
 
     def _schedule_refill(self, heap: int) -> None:
@@ -301,12 +279,8 @@ class Engine:
     async def _prepare(self, heap: int) -> None:
         """Get one runtime ready: its isolate started and the harness sealed, off any run."""
         try:
-            # Let a finished run's result reach its caller before the constructor takes the
-            # loop; then wait while making a runtime would slow runs down.
-            delay = 0.001
-            while delay > 0 and not self._closing:
-                await asyncio.sleep(delay)
-                delay = self._busy()
+            # Let a finished run's result reach its caller before the constructor takes the loop.
+            await asyncio.sleep(0.001)
             if self._closing:
                 return
             prepared = self._construct(heap)
@@ -318,24 +292,6 @@ class Engine:
         finally:
             self._preparing.pop(heap, None)
         self._schedule_refill(heap)
-
-    def _busy(self) -> float:
-        """How long to put off making a runtime ahead of time (0: not at all). Making one holds
-        the GIL and this loop for several milliseconds, enough to stall the runs around it:
-        a prepared runtime on its way to its gate cannot park meanwhile (a run that takes it
-        then waits), and a run that has just started cannot reach its next step (its runtime
-        polls a core busily until this loop gets to it). So it waits until every prepared
-        runtime has parked and every run that took a runtime within the last
-        ``_PREPARE_AFTER_LEASE_S`` has reported its outcome (a run that needs a runtime
-        meanwhile makes its own: runs that come one after another do not wait for this)."""
-        for pool in self._pools.values():
-            for prepared in pool:
-                parked = prepared.parked
-                if not prepared.slot.arrived and parked is not None and not parked.done():
-                    return 0.001
-        starting = [s.leased_at for s in self._leased.values() if not s.reported]
-        left = max(starting, default=0.0) + _PREPARE_AFTER_LEASE_S - time.monotonic()
-        return min(left, 0.002) if left > 0 else 0.0  # look again soon: runs report any time
 
     def _expire(self, prepared: Prepared) -> None:
         """Release a prepared runtime nobody used within the linger time."""

@@ -14,7 +14,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 
 from codemode import Executor, RunCompleted, RunFailed, inline
-from codemode import engine as engine_module
 from codemode.engine import get_engine
 
 pytestmark = pytest.mark.timeout(120)
@@ -338,37 +336,6 @@ async def test_outcome_reaches_the_caller_without_the_engine_loop(executor: Exec
 
 # A heap size no other test asks for: the engine pools its runtimes apart from everyone else's.
 _OWN_HEAP = 24 << 20
-
-
-async def test_runtimes_are_prepared_ahead_only_once_runs_have_started(
-    executor: Executor, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Making a runtime holds the GIL and the engine loop for milliseconds, which stalls the
-    runs around it. So a run that finds no prepared runtime makes its own at once, and the
-    engine prepares the next one ahead only once no run has just taken one (here: once the
-    run lets its runtime go), then parks it for the next run."""
-    engine = get_engine()
-    monkeypatch.setattr(engine_module, "_PREPARE_AFTER_LEASE_S", 5.0)
-
-    async def scenario() -> tuple[bool, bool, bool]:
-        pool = engine._pools.setdefault(_OWN_HEAP, deque())
-        assert not pool
-        taken = await engine.lease(_OWN_HEAP)
-        made_for_the_run = taken.parked is None
-        engine.prewarm(_OWN_HEAP)
-        await asyncio.sleep(0.1)
-        put_off = not pool
-        engine.dispose(taken)
-        deadline = time.monotonic() + 10
-        while not (pool and pool[0].slot.in_park) and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        parked = bool(pool) and pool[0].slot.in_park
-        for prepared in list(pool):
-            engine._expire(prepared)
-        return made_for_the_run, put_off, parked
-
-    assert await engine.run(scenario()) == (True, True, True)
-    assert ok(await Executor(max_heap_bytes=_OWN_HEAP).execute("() => 3")).result == 3
 
 
 async def test_a_runtime_handed_its_job_before_it_parks_takes_it_at_once(
