@@ -214,6 +214,25 @@ async def worker_pycm(figure: str) -> dict[str, Any]:
     raise SystemExit(f"unknown figure {figure}")
 
 
+async def worker_raw_snapshot(figure: str) -> dict[str, Any]:
+    """Raw jsrun from its own startup snapshot (ours adds the harness to it), nothing else: the
+    floor under any engine that gives each run a fresh runtime. A process of its own: runtimes
+    with and without a snapshot alive in one process crash jsrun."""
+    from jsrun import Runtime, RuntimeConfig, SnapshotBuilder
+
+    snapshot = SnapshotBuilder().build()
+
+    async def hundred() -> float:
+        t = time.perf_counter()
+        for _ in range(100):
+            runtime = Runtime(RuntimeConfig(max_heap_size=16 << 20, snapshot=snapshot))
+            runtime.eval("1+1")
+            runtime.close()
+        return (time.perf_counter() - t) / 100
+
+    return {"100 in a row": await _repeat(hundred)}
+
+
 async def worker_raw(figure: str) -> dict[str, Any]:
     from jsrun import Runtime, RuntimeConfig
 
@@ -341,7 +360,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         system, figure = args.worker
-        fn = {"ours": worker_ours, "pycm": worker_pycm, "raw": worker_raw}[system]
+        fn = {
+            "ours": worker_ours,
+            "pycm": worker_pycm,
+            "raw": worker_raw,
+            "raw-snapshot": worker_raw_snapshot,
+        }[system]
         print(json.dumps(asyncio.run(fn(figure))), flush=True)
         # The figures are out: a crash while the interpreter tears down (raw jsrun runtimes
         # closed at exit sometimes segfault) must not lose them.
@@ -362,6 +386,8 @@ def main() -> None:
         results["py-codemode"] = _run_worker(pycm, "pycm", figure)
         if figure in ("trivial", "calls"):
             results["raw jsrun"] = _run_worker(sys.executable, "raw", figure)
+        if figure == "trivial":
+            results["raw snapshot"] = _run_worker(sys.executable, "raw-snapshot", figure)
         for system, data in results.items():
             if "error" in data:
                 print(f"  {system:12s} failed: {data['error']}")
