@@ -334,10 +334,6 @@ async def test_outcome_reaches_the_caller_without_the_engine_loop(executor: Exec
     assert ok(await executor.execute("() => 2")).result == 2
 
 
-# A heap size no other test asks for: the engine pools its runtimes apart from everyone else's.
-_OWN_HEAP = 24 << 20
-
-
 async def test_a_runtime_handed_its_job_before_it_parks_takes_it_at_once(
     executor: Executor,
 ) -> None:
@@ -348,7 +344,7 @@ async def test_a_runtime_handed_its_job_before_it_parks_takes_it_at_once(
     run, spec = executor._prepare("() => 6 * 7", None, None, None, None)
 
     async def scenario() -> tuple[str, str, str | None]:
-        prepared = engine._construct(_OWN_HEAP)
+        prepared = engine._construct(executor.max_heap_bytes)
         prepared.slot.run = run
         try:
             prepared.hand(spec.job)
