@@ -859,7 +859,7 @@ async def test_http_response_size_limits_and_decompression_bomb(
 # Peak Python memory of the same refusals, measured in a process of its own that never starts
 # the engine: stopping tracemalloc while another thread takes or drops a Python thread state
 # (as jsrun's isolate threads do on their first host call) can crash CPython before 3.12.9 and
-# 3.13.2.
+# 3.13.2 (CPython gh-128679).
 PEAK_OF_REFUSALS = """
 import asyncio, sys, tracemalloc
 from codemode.capabilities.http import HttpCapability
