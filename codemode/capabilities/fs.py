@@ -76,20 +76,14 @@ def _kind(mode: int) -> FileType:
     return "other"
 
 
-def _is_symlink_at(dir_fd: int, name: str) -> bool:
-    """Whether ``name`` in ``dir_fd`` is a symlink, without following it."""
+def _is_dir_or_symlink_at(dir_fd: int, name: str) -> bool:
+    """Whether ``name`` in ``dir_fd`` is a directory or a symlink, without following it: one
+    look, so an entry swapped between the two meanwhile still counts."""
     try:
-        return st.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+        mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except OSError:
         return False
-
-
-def _is_dir_at(dir_fd: int, name: str) -> bool:
-    """Whether ``name`` in ``dir_fd`` is a directory, without following a symlink."""
-    try:
-        return st.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
-    except OSError:
-        return False
+    return st.S_ISDIR(mode) or st.S_ISLNK(mode)
 
 
 def _fd_path(fd: int) -> str | None:
@@ -311,8 +305,7 @@ class FsCapability:
             # ELOOP: it was a symlink when opened. ENOTDIR for something that is a directory or
             # a symlink now: it was swapped back and forth while being opened.
             if exc.errno == errno.ELOOP or (
-                exc.errno == errno.ENOTDIR
-                and (_is_symlink_at(dir_fd, name) or _is_dir_at(dir_fd, name))
+                exc.errno == errno.ENOTDIR and _is_dir_or_symlink_at(dir_fd, name)
             ):
                 raise self._swapped(shown) from None
             raise
