@@ -85,7 +85,9 @@ class Kernel:
         self._reader.join(5)
 
     def send(self, code: str) -> str:
-        return str(self.kc.execute(code, allow_stdin=False))
+        # An error reply otherwise makes ipykernel abort the requests that reach it meanwhile,
+        # a window a loaded machine stretches: the next cell would come back "aborted".
+        return str(self.kc.execute(code, allow_stdin=False, stop_on_error=False))
 
     def wait(self, msg_id: str, timeout: float = STEP) -> Reply:
         deadline = time.monotonic() + timeout
