@@ -472,7 +472,7 @@ def _needs_location(result: RunResult) -> TypeGuard[RunFailed]:
     return (
         isinstance(result, RunFailed)
         and result.details is not None
-        and (result.details.kind == "syntax")
+        and result.details.kind == "syntax"
     )
 
 
@@ -670,8 +670,8 @@ def _isolate_running(tid: int, looks: int = 5) -> bool:
 
 
 def _resolve_retired(run: RunState) -> None:
-    if run.retired is not None and not run.retired.done():
-        run.retired.set_result(None)
+    if run.retired is not None:
+        set_result_once(run.retired, None)
     if run.has_slot:
         run.has_slot = False
         get_engine().release_slot()
